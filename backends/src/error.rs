@@ -1,0 +1,13 @@
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend's configuration cannot work.
+    #[error("invalid backend configuration: {0}")]
+    Config(String),
+    /// The store could not be reached or answered with an error.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A local I/O failure.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}

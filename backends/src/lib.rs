@@ -1,0 +1,101 @@
+//! Storage backends for valet.
+//!
+//! Everything that knows a store's wire format lives in this crate: signing the
+//! requests devices send straight to storage, and the few operations valet itself
+//! performs on objects (stat, hash, delete, probe). The service only sees the
+//! [`Backend`] trait.
+
+mod digest;
+mod error;
+mod key;
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use digest::{Sha256, Sha256ParseError};
+pub use error::BackendError;
+pub use key::{ObjectKey, ObjectKeyError};
+
+/// What a device is allowed to upload with one signed request.
+#[derive(Debug, Clone)]
+pub struct UploadSpec {
+    /// Where the object goes.
+    pub key: ObjectKey,
+    /// Exact length in bytes the store must receive.
+    pub size: u64,
+    /// SHA-256 the body must have.
+    pub sha256: Sha256,
+    /// Content type the device sends.
+    pub content_type: String,
+    /// When the signature stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a holder is allowed to download with one signed request.
+#[derive(Debug, Clone)]
+pub struct DownloadSpec {
+    /// The object to read.
+    pub key: ObjectKey,
+    /// File name offered to the client (Content-Disposition).
+    pub file_name: String,
+    /// Content type the response carries.
+    pub content_type: String,
+    /// When the signature stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A request the holder sends to storage exactly as given.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SignedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Absolute URL, signature included.
+    pub url: String,
+    /// Headers that must be sent verbatim (some are covered by the signature).
+    pub headers: BTreeMap<String, String>,
+    /// When the signature stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a store reports about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// Length in bytes.
+    pub size: u64,
+    /// SHA-256 of the content when the store knows it.
+    pub sha256: Option<Sha256>,
+}
+
+/// One configured object store.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Kind of store (`local`, `s3`, `azblob`), used in records and events.
+    fn kind(&self) -> &'static str;
+
+    /// Bucket or container the objects live in, when the store has one.
+    fn container(&self) -> Option<&str> {
+        None
+    }
+
+    /// Signs a PUT that stores exactly the described object.
+    fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError>;
+
+    /// Signs a GET for an object.
+    fn sign_download(&self, spec: &DownloadSpec) -> Result<SignedRequest, BackendError>;
+
+    /// Size (and hash, where known) of an object; `None` when it does not exist.
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, BackendError>;
+
+    /// Reads the whole object and returns its SHA-256.
+    async fn sha256(&self, key: &ObjectKey) -> Result<Sha256, BackendError>;
+
+    /// Removes an object; removing an absent object succeeds.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError>;
+
+    /// Checks that the store is reachable and usable.
+    async fn probe(&self) -> Result<(), BackendError>;
+}

@@ -1,0 +1,291 @@
+//! The `valet` command line: server, operations and a device-side client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::SyncArbiter;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{token, RootKey};
+use crate::client::{ApiClient, UploadOptions};
+use crate::configuration::Settings;
+use crate::domain::{DeviceId, Principal, ServiceName, TenantId};
+use crate::metadata::{db, ListOutbox, MetadataStore};
+use crate::startup::Application;
+use crate::telemetry;
+
+/// valet: signed-URL file uploads and downloads for device fleets.
+#[derive(Debug, Parser)]
+#[command(name = "valet", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML); `VALET_*` variables override it.
+    #[arg(long, global = true, env = "VALET_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Apply pending database migrations (or revert the last one).
+    Migrate {
+        /// Revert the most recent migration instead.
+        #[arg(long)]
+        revert: bool,
+    },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Root key tools.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Token tools (a development token service).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Outbox tools.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Upload a file as a device would: hash, create, PUT, complete.
+    Upload(UploadArgs),
+    /// Download a file and check its SHA-256.
+    Download(DownloadArgs),
+}
+
+/// `valet config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective one, secrets redacted.
+    Check,
+}
+
+/// `valet keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new Ed25519 root key pair with a key id.
+    Generate {
+        /// Key file to create (default `valet-root-key-<id>.toml`).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Key id (default: random).
+        #[arg(long)]
+        id: Option<u32>,
+    },
+}
+
+/// `valet token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a device or service token.
+    Mint(MintArgs),
+}
+
+/// Arguments of `valet token mint`.
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    /// Tenant the token belongs to.
+    #[arg(long)]
+    pub tenant: String,
+    /// Device the token is for.
+    #[arg(long, conflicts_with = "service", required_unless_present = "service")]
+    pub device: Option<String>,
+    /// Tenant service the token is for.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Lifetime, e.g. `15m`, `1h`, `30d`.
+    #[arg(long, default_value = "1h")]
+    pub ttl: humantime::Duration,
+    /// Root key file (default: the development key in the data directory).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+}
+
+/// `valet events …`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Show outbox entries, oldest first (unpublished only unless `--all`).
+    List {
+        /// Include published entries.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+/// Where the API is and who is calling.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// valet's base URL.
+    #[arg(long, env = "VALET_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Bearer token.
+    #[arg(long, env = "VALET_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+/// Arguments of `valet upload`.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// File to upload.
+    pub file: PathBuf,
+    /// Name to record (default: the file's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Media type (default `application/octet-stream`).
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// Metadata entries `key=value` (repeatable).
+    #[arg(long = "metadata", value_parser = parse_key_value)]
+    pub metadata: Vec<(String, String)>,
+    /// Upload into this device's root (service tokens).
+    #[arg(long)]
+    pub device_id: Option<String>,
+    /// Upload into the tenant's shared root (service tokens).
+    #[arg(long)]
+    pub shared: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `valet download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// File id.
+    pub id: String,
+    /// Where to write it.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve => {
+                let settings = Settings::load(self.config.as_deref())?;
+                telemetry::init_logging(&settings.log);
+                Application::build(settings).await?.run_until_stopped().await?;
+            }
+            Command::Migrate { revert } => {
+                let settings = Settings::load(self.config.as_deref())?;
+                let url = settings.database_url();
+                let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
+                actix_web::web::block(move || -> anyhow::Result<()> {
+                    let pool = db::connect(&url, 1, timeout)?;
+                    let mut conn = pool.get()?;
+                    if revert {
+                        println!("reverted {}", db::revert_last_migration(&mut conn)?);
+                    } else {
+                        let applied = db::run_migrations(&mut conn)?;
+                        if applied.is_empty() {
+                            println!("database is up to date");
+                        }
+                        for v in applied {
+                            println!("applied {v}");
+                        }
+                    }
+                    Ok(())
+                })
+                .await??;
+            }
+            Command::Config(ConfigCommand::Check) => {
+                let settings = Settings::load(self.config.as_deref())?;
+                print!("{}", settings.to_redacted_toml()?);
+                eprintln!("configuration is valid");
+            }
+            Command::Keys(KeysCommand::Generate { out, id }) => {
+                let key = RootKey::generate(id);
+                let path =
+                    out.unwrap_or_else(|| PathBuf::from(format!("valet-root-key-{}.toml", key.id)));
+                key.write(&path)?;
+                println!("wrote root key pair {} (keep it secret)", path.display());
+                println!("key id:     {}", key.id);
+                println!("public key: {}", key.public_key());
+                println!();
+                println!("trust it in valet's configuration:");
+                println!("[[auth.trusted_keys]]");
+                println!("id = {}", key.id);
+                println!("public_key = \"{}\"", key.public_key());
+            }
+            Command::Token(TokenCommand::Mint(args)) => {
+                let settings = Settings::load(self.config.as_deref())?;
+                let path = args.key.clone().unwrap_or_else(|| settings.dev_key_path());
+                if args.key.is_none() && !path.exists() {
+                    bail!(
+                        "no development key at {}: start `valet serve` once, or pass --key",
+                        path.display()
+                    );
+                }
+                let key = RootKey::read(&path)?;
+                let tenant = TenantId::parse(&args.tenant)?;
+                let principal = match (&args.device, &args.service) {
+                    (Some(d), None) => Principal::Device(DeviceId::parse(d)?),
+                    (None, Some(s)) => Principal::Service(ServiceName::parse(s)?),
+                    _ => bail!("give exactly one of --device or --service"),
+                };
+                let ttl: Duration = args.ttl.into();
+                println!("{}", token::mint(&key, &tenant, &principal, ttl)?);
+            }
+            Command::Events(EventsCommand::List { all, limit }) => {
+                let settings = Settings::load(self.config.as_deref())?;
+                let url = settings.database_url();
+                let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
+                let pool = actix_web::web::block(move || db::connect(&url, 1, timeout)).await??;
+                let source = settings.event_source();
+                let store =
+                    SyncArbiter::start(1, move || MetadataStore::new(pool.clone(), source.clone()));
+                let entries = store
+                    .send(ListOutbox {
+                        include_published: all,
+                        limit,
+                    })
+                    .await
+                    .context("metadata store stopped")??;
+                for entry in entries {
+                    println!("{}", serde_json::to_string(&entry)?);
+                }
+            }
+            Command::Upload(args) => {
+                let client = ApiClient::new(&args.client.url, &args.client.token)?;
+                let file = client
+                    .upload(
+                        &args.file,
+                        UploadOptions {
+                            name: args.name,
+                            content_type: args.content_type,
+                            metadata: args.metadata.into_iter().collect(),
+                            device_id: args.device_id,
+                            shared: args.shared,
+                        },
+                    )
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&file)?);
+            }
+            Command::Download(args) => {
+                let client = ApiClient::new(&args.client.url, &args.client.token)?;
+                let file = client.download(&args.id, &args.output).await?;
+                eprintln!(
+                    "downloaded {} ({} bytes, sha256 {}) to {}",
+                    file["name"].as_str().unwrap_or_default(),
+                    file["size"],
+                    file["sha256"].as_str().unwrap_or_default(),
+                    args.output.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,469 @@
+//! valet's configuration: one TOML file plus `VALET_*` environment overrides.
+//!
+//! Every option has a default, so no file at all gives the embedded default: SQLite
+//! and the local object store under `./valet-data`, trusting a development key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `VALET_` prefix that are not configuration options.
+const NON_CONFIG_ENV: &[&str] = &["config", "token", "api_url"];
+
+/// Upper bound on any signed URL's lifetime (the S3 limit).
+pub const MAX_URL_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Directory for the embedded default's database, objects and generated keys.
+    pub data_dir: PathBuf,
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Metadata database.
+    pub database: DatabaseSettings,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// Limits and signed-URL lifetimes.
+    pub uploads: UploadSettings,
+    /// Named storage backends.
+    pub backends: BTreeMap<String, BackendSettings>,
+    /// Backend used for tenants without their own routing.
+    pub default_backend: String,
+    /// Per-tenant settings, keyed by tenant id.
+    pub tenants: BTreeMap<String, TenantSettings>,
+    /// Event envelope settings.
+    pub events: EventSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: String,
+    /// Base URL devices use to reach valet (signed URLs of the local backend point here).
+    pub public_url: Option<String>,
+    /// Number of HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Largest JSON request body accepted, in bytes.
+    pub json_limit_bytes: usize,
+}
+
+/// Metadata database settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://…`; default `sqlite://<data_dir>/valet.db`.
+    pub url: Option<String>,
+    /// Connections in the pool (and metadata worker threads).
+    pub pool_size: u32,
+    /// Seconds to wait for a connection before answering 503.
+    pub connect_timeout_secs: u64,
+    /// Apply pending migrations at start.
+    pub run_migrations: bool,
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Generate (on first start) and trust a development root key in `data_dir`.
+    pub dev_key: bool,
+    /// Root public keys tokens may be signed with, selected by the token's root key id.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// Threads verifying tokens (signature checks are CPU work).
+    pub validator_threads: usize,
+}
+
+/// One trusted root public key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    /// Key id carried by tokens as `root_key_id`.
+    pub id: u32,
+    /// Public key as printed by `valet keys generate` (`ed25519/<hex>`).
+    pub public_key: String,
+}
+
+/// Upload limits and URL lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadSettings {
+    /// Largest file a device may declare, in bytes.
+    pub max_upload_bytes: u64,
+    /// Lifetime of upload URLs, in seconds.
+    pub upload_url_ttl_secs: u64,
+    /// Lifetime of download URLs, in seconds.
+    pub download_url_ttl_secs: u64,
+}
+
+/// One named storage backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendSettings {
+    /// valet's own store on the local file system.
+    Local {
+        /// Directory holding the objects (default `<data_dir>/objects`).
+        root: Option<PathBuf>,
+        /// URL signing secret, at least 32 bytes (default: generated into
+        /// `<data_dir>/local-signing.key` on first start).
+        secret: Option<Secret>,
+    },
+}
+
+/// Per-tenant settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Backend new files of this tenant go to.
+    pub backend: Option<String>,
+}
+
+/// Event envelope settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventSettings {
+    /// CloudEvents `source` (default `valet://<hostname>`).
+    pub source: Option<String>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Filter directive (`info`, `valet=debug,actix_web=info`, …); `RUST_LOG` wins.
+    pub level: String,
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configured secret: never printed, never logged.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./valet-data"),
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            auth: AuthSettings::default(),
+            uploads: UploadSettings::default(),
+            backends: BTreeMap::new(),
+            default_backend: "local".into(),
+            tenants: BTreeMap::new(),
+            events: EventSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            public_url: None,
+            workers: None,
+            json_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 8,
+            connect_timeout_secs: 5,
+            run_migrations: true,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            dev_key: true,
+            trusted_keys: Vec::new(),
+            validator_threads: 2,
+        }
+    }
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 5 * 1024 * 1024 * 1024,
+            upload_url_ttl_secs: 15 * 60,
+            download_url_ttl_secs: 15 * 60,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the file (if any) and the environment, fills defaults and validates.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("VALET_")
+                .filter(|key| !NON_CONFIG_ENV.contains(&key.as_str()))
+                .split("__"),
+        );
+        let settings: Settings = figment.extract().context("invalid configuration")?;
+        settings.finish()
+    }
+
+    /// Fills derived defaults and validates; used by [`Settings::load`] and by tests
+    /// that build settings in code.
+    pub fn finish(mut self) -> anyhow::Result<Self> {
+        if self.backends.is_empty() {
+            self.backends.insert(
+                "local".into(),
+                BackendSettings::Local {
+                    root: None,
+                    secret: None,
+                },
+            );
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.bind_addr()?;
+        self.public_url()?;
+        if !self.backends.contains_key(&self.default_backend) {
+            bail!(
+                "default_backend {:?} is not a configured backend (configured: {})",
+                self.default_backend,
+                self.backend_names()
+            );
+        }
+        for (tenant, t) in &self.tenants {
+            if let Some(backend) = &t.backend {
+                if !self.backends.contains_key(backend) {
+                    bail!(
+                        "tenants.{tenant}.backend {backend:?} is not a configured backend (configured: {})",
+                        self.backend_names()
+                    );
+                }
+            }
+        }
+        for (name, backend) in &self.backends {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!("backend name {name:?} must be letters, digits, '-' or '_'");
+            }
+            let BackendSettings::Local { secret, .. } = backend;
+            if let Some(secret) = secret {
+                if secret.expose().len() < 32 {
+                    bail!("backends.{name}.secret must be at least 32 bytes");
+                }
+            }
+        }
+        for (what, ttl) in [
+            ("uploads.upload_url_ttl_secs", self.uploads.upload_url_ttl_secs),
+            ("uploads.download_url_ttl_secs", self.uploads.download_url_ttl_secs),
+        ] {
+            if ttl == 0 || ttl > MAX_URL_TTL_SECS {
+                bail!("{what} must be between 1 and {MAX_URL_TTL_SECS} seconds");
+            }
+        }
+        if self.uploads.max_upload_bytes == 0 {
+            bail!("uploads.max_upload_bytes must be at least 1");
+        }
+        if self.database.pool_size == 0 {
+            bail!("database.pool_size must be at least 1");
+        }
+        if self.auth.validator_threads == 0 {
+            bail!("auth.validator_threads must be at least 1");
+        }
+        if !self.auth.dev_key && self.auth.trusted_keys.is_empty() {
+            bail!("auth.dev_key is off and auth.trusted_keys is empty: no token could ever be accepted");
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("database.url must start with sqlite:// or postgres://");
+        }
+        Ok(())
+    }
+
+    fn backend_names(&self) -> String {
+        self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
+    /// The socket address to listen on.
+    pub fn bind_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.server
+            .bind
+            .parse()
+            .with_context(|| format!("server.bind {:?} is not an address:port", self.server.bind))
+    }
+
+    /// Base URL devices reach valet at (for a port-0 bind, see `startup`).
+    pub fn public_url(&self) -> anyhow::Result<url::Url> {
+        let raw = match &self.server.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", self.server.bind),
+        };
+        let url = url::Url::parse(&raw)
+            .with_context(|| format!("server.public_url {raw:?} is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("server.public_url must be http or https");
+        }
+        Ok(url)
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("valet.db").display()),
+        }
+    }
+
+    /// Where the development root key pair is kept.
+    pub fn dev_key_path(&self) -> PathBuf {
+        self.data_dir.join("dev-root-key.toml")
+    }
+
+    /// Where a generated local-backend signing secret is kept.
+    pub fn local_secret_path(&self) -> PathBuf {
+        self.data_dir.join("local-signing.key")
+    }
+
+    /// CloudEvents `source` attribute.
+    pub fn event_source(&self) -> String {
+        match &self.events.source {
+            Some(source) => source.clone(),
+            None => {
+                let host = hostname::get()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| "localhost".into());
+                format!("valet://{host}")
+            }
+        }
+    }
+
+    /// The backend new files of `tenant` go to.
+    pub fn backend_for_tenant(&self, tenant: &str) -> &str {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.backend.as_deref())
+            .unwrap_or(&self.default_backend)
+    }
+
+    /// The effective configuration as TOML, secrets and passwords redacted.
+    pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
+        let mut copy = self.clone();
+        copy.database.url = Some(redact_url_password(&self.database_url()));
+        Ok(toml::to_string_pretty(&copy)?)
+    }
+}
+
+/// Replaces the password of a URL (if any) with `[redacted]`.
+fn redact_url_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("[redacted]"));
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_config_is_the_embedded_default() {
+        let s = Settings::default().finish().unwrap();
+        assert_eq!(s.database_url(), "sqlite://./valet-data/valet.db");
+        assert_eq!(s.backend_for_tenant("acme"), "local");
+        assert!(s.auth.dev_key);
+    }
+
+    #[test]
+    fn unknown_backend_is_refused() {
+        let mut s = Settings::default();
+        s.default_backend = "nope".into();
+        assert!(s.finish().is_err());
+    }
+
+    #[test]
+    fn passwords_and_secrets_are_redacted() {
+        let mut s = Settings::default();
+        s.database.url = Some("postgres://valet:hunter2@db/valet".into());
+        s.backends.insert(
+            "local".into(),
+            BackendSettings::Local {
+                root: None,
+                secret: Some(Secret("x".repeat(40))),
+            },
+        );
+        let out = s.finish().unwrap().to_redacted_toml().unwrap();
+        assert!(!out.contains("hunter2"));
+        assert!(!out.contains(&"x".repeat(40)));
+        assert!(out.contains("[redacted]"));
+    }
+}

@@ -1,0 +1,265 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{DeviceId, FileId, ObjectKey, Root, Sha256, TenantId};
+
+/// A file as valet records it and the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct File {
+    /// UUIDv7 assigned at creation.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: FileId,
+    /// Owning tenant.
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    /// Owning device; `null` for the tenant's shared root.
+    #[schema(value_type = Option<String>)]
+    pub device_id: Option<DeviceId>,
+    /// Name given at creation (metadata only; never part of a storage key).
+    pub name: String,
+    /// Exact length in bytes.
+    pub size: u64,
+    /// SHA-256 of the content, 64 lowercase hex characters.
+    #[schema(value_type = String, example = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")]
+    pub sha256: Sha256,
+    /// Media type.
+    pub content_type: String,
+    /// Lifecycle state.
+    pub status: FileStatus,
+    /// Name of the storage backend holding the object.
+    pub backend: String,
+    /// Caller-supplied string metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// When the upload was created (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// When the upload was verified; `null` until then.
+    pub uploaded_at: Option<DateTime<Utc>>,
+    /// Where the object lives in its backend.
+    #[serde(skip)]
+    pub object_key: ObjectKey,
+    /// When the upload URL stops working.
+    #[serde(skip)]
+    pub upload_expires_at: DateTime<Utc>,
+}
+
+impl File {
+    /// The root the file lives in.
+    pub fn root(&self) -> Root {
+        match &self.device_id {
+            Some(d) => Root::Device(d.clone()),
+            None => Root::Shared,
+        }
+    }
+}
+
+/// A file's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    /// Upload URL issued; bytes not yet verified.
+    Pending,
+    /// Stored and verified.
+    Uploaded,
+    /// Stored bytes did not match the declaration; the object was deleted.
+    Rejected,
+    /// Deleted by a caller.
+    Deleted,
+}
+
+impl FileStatus {
+    /// The stored and serialised form.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileStatus::Pending => "pending",
+            FileStatus::Uploaded => "uploaded",
+            FileStatus::Rejected => "rejected",
+            FileStatus::Deleted => "deleted",
+        }
+    }
+}
+
+impl FromStr for FileStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(FileStatus::Pending),
+            "uploaded" => Ok(FileStatus::Uploaded),
+            "rejected" => Ok(FileStatus::Rejected),
+            "deleted" => Ok(FileStatus::Deleted),
+            other => Err(format!("unknown file status {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for FileStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// A file name: 1–1024 bytes of UTF-8 without control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName(String);
+
+impl FileName {
+    /// Validates a name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 1024 {
+            return Err("name must be 1 to 1024 bytes".into());
+        }
+        if has_control(s) {
+            return Err("name must not contain control characters".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A media type such as `image/png`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentType(String);
+
+impl ContentType {
+    /// Validates a media type (`type/subtype` with optional parameters, ≤ 255 bytes).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let err = || format!("content_type {s:?} is not a media type (type/subtype)");
+        if s.len() > 255 || has_control(s) {
+            return Err(err());
+        }
+        s.parse::<mime::Mime>().map_err(|_| err())?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The media type.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ContentType {
+    fn default() -> Self {
+        Self("application/octet-stream".into())
+    }
+}
+
+/// Caller metadata: string keys and values, at most 8 KiB in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileMetadata(BTreeMap<String, String>);
+
+/// Largest total size of metadata keys and values.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+impl FileMetadata {
+    /// Validates a metadata map.
+    pub fn parse(map: BTreeMap<String, String>) -> Result<Self, String> {
+        let mut total = 0;
+        for (k, v) in &map {
+            if k.is_empty() || k.len() > 128 || has_control(k) {
+                return Err(format!(
+                    "metadata key {k:?} must be 1 to 128 bytes without control characters"
+                ));
+            }
+            if has_control(v) {
+                return Err(format!("metadata value of {k:?} contains control characters"));
+            }
+            total += k.len() + v.len();
+        }
+        if total > MAX_METADATA_BYTES {
+            return Err(format!(
+                "metadata is {total} bytes; at most {MAX_METADATA_BYTES} are allowed"
+            ));
+        }
+        Ok(Self(map))
+    }
+
+    /// The map.
+    pub fn into_inner(self) -> BTreeMap<String, String> {
+        self.0
+    }
+}
+
+/// A validated request to create an upload.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Root it goes to.
+    pub root: Root,
+    /// Display name.
+    pub name: FileName,
+    /// Exact length.
+    pub size: u64,
+    /// Declared digest.
+    pub sha256: Sha256,
+    /// Media type.
+    pub content_type: ContentType,
+    /// Caller metadata.
+    pub metadata: FileMetadata,
+}
+
+/// The object key of a file: `{tenant-key}/{root-key}/{file-id}`, where the first two
+/// are digests, so nothing in a bucket listing names a tenant, device or file.
+pub fn object_key(tenant: &TenantId, root: &Root, id: &FileId) -> ObjectKey {
+    let tenant_key = &Sha256::digest(format!("tenant\0{tenant}").as_bytes()).to_hex()[..32];
+    let root_key = match root {
+        Root::Device(d) => Sha256::digest(format!("device\0{tenant}\0{d}").as_bytes()),
+        Root::Shared => Sha256::digest(format!("shared\0{tenant}").as_bytes()),
+    };
+    let key = format!("{tenant_key}/{}/{id}", &root_key.to_hex()[..32]);
+    match ObjectKey::parse(&key) {
+        Ok(key) => key,
+        // Hex digests and a hyphenated UUID are always valid key segments.
+        Err(_) => unreachable!("object key {key} is made of valid segments"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_refuse_controls_and_extremes() {
+        assert!(FileName::parse("../../etc/passwd").is_ok(), "names are metadata only");
+        assert!(FileName::parse("").is_err());
+        assert!(FileName::parse("a\u{0}b").is_err());
+        assert!(FileName::parse(&"a".repeat(1025)).is_err());
+        assert!(FileName::parse(&"é".repeat(512)).is_ok());
+    }
+
+    #[test]
+    fn content_types_must_be_media_types() {
+        assert!(ContentType::parse("image/png").is_ok());
+        assert!(ContentType::parse("text/plain; charset=utf-8").is_ok());
+        assert!(ContentType::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn metadata_is_bounded() {
+        let mut m = BTreeMap::new();
+        m.insert("k".to_string(), "v".repeat(MAX_METADATA_BYTES));
+        assert!(FileMetadata::parse(m).is_err());
+    }
+
+    #[test]
+    fn object_keys_are_opaque() {
+        let t = TenantId::parse("acme").unwrap();
+        let id = FileId::new();
+        let key = object_key(&t, &Root::Device(DeviceId::parse("dev-42").unwrap()), &id);
+        assert!(!key.as_str().contains("acme") && !key.as_str().contains("dev-42"));
+        assert!(key.as_str().ends_with(&id.to_string()));
+        assert_ne!(key, object_key(&t, &Root::Shared, &id));
+    }
+}

@@ -1,0 +1,135 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why a tenant, device or service id was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} must be 1 to 128 bytes of UTF-8 without '/' or control characters")]
+pub struct IdError {
+    what: &'static str,
+}
+
+const MAX_ID_LEN: usize = 128;
+
+fn check_id(what: &'static str, s: &str) -> Result<(), IdError> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && !s.chars().any(|c| c == '/' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError { what })
+    }
+}
+
+macro_rules! principal_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps an id.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                check_id($what, s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            /// The id as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+principal_id!(
+    /// A tenant: the outermost isolation boundary.
+    TenantId,
+    "tenant id"
+);
+principal_id!(
+    /// A device inside a tenant.
+    DeviceId,
+    "device id"
+);
+principal_id!(
+    /// A service acting for a whole tenant.
+    ServiceName,
+    "service name"
+);
+
+/// A file's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileId(Uuid);
+
+impl FileId {
+    /// A fresh id for a file created now.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for FileId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for FileId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hyphenated lowercase: the stored form, whose text order is the id order.
+        write!(f, "{}", self.0.hyphenated())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_refuse_slashes_controls_and_extremes() {
+        assert!(TenantId::parse("acme").is_ok());
+        assert!(DeviceId::parse("dev.42#*é").is_ok());
+        for bad in ["", "a/b", "a\nb", "a\u{7f}"] {
+            assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(TenantId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn file_ids_sort_by_creation() {
+        let a = FileId::new();
+        let b = FileId::new();
+        assert!(a.to_string() < b.to_string());
+    }
+}

@@ -1,0 +1,10 @@
+//! The types valet's logic works with, parsed and validated at the edge.
+
+mod access;
+mod file;
+mod ids;
+
+pub use access::{Decision, Identity, Operation, Principal, Root};
+pub use file::{object_key, ContentType, File, FileMetadata, FileName, FileStatus, NewFile, MAX_METADATA_BYTES};
+pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
+pub use valet_backends::{ObjectKey, Sha256};

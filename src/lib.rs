@@ -1,0 +1,21 @@
+//! valet: a multi-tenant valet-key files service for device fleets.
+//!
+//! Devices ask for short-lived signed URLs under their `{tenant}/{device}` root; the
+//! bytes go straight to object storage; valet keeps the metadata, verifies what was
+//! stored and records a CloudEvent for every completed upload in an outbox.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod configuration;
+pub mod domain;
+pub mod events;
+pub mod metadata;
+pub mod notifier;
+pub mod problem;
+pub mod routes;
+pub mod service;
+pub mod signer;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

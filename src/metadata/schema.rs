@@ -1,0 +1,39 @@
+// Tables shared by the Postgres and SQLite migrations (see diesel.toml).
+
+diesel::table! {
+    files (id) {
+        id -> Text,
+        tenant_id -> Text,
+        device_id -> Nullable<Text>,
+        name -> Text,
+        size -> BigInt,
+        sha256 -> Text,
+        content_type -> Text,
+        metadata -> Text,
+        status -> Text,
+        backend -> Text,
+        object_key -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        uploaded_at -> Nullable<Timestamp>,
+        upload_expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    outbox (seq) {
+        seq -> BigInt,
+        event_id -> Text,
+        event_type -> Text,
+        file_id -> Text,
+        tenant_id -> Text,
+        device_id -> Nullable<Text>,
+        payload -> Text,
+        created_at -> Timestamp,
+        published_at -> Nullable<Timestamp>,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(files, outbox);

@@ -1,0 +1,207 @@
+//! API errors as RFC 9457 `application/problem+json`, each with a stable `code`.
+
+use std::fmt;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use http_api_problem::HttpApiProblem;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The stable, machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 401: no valid, unexpired token from a trusted key.
+    Unauthenticated,
+    /// 403: the caller may see the target but not do this.
+    Forbidden,
+    /// 404: no such file (or not visible to the caller), or no such route.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 400: the request is malformed or a field is invalid.
+    InvalidRequest,
+    /// 409: the file is not in a state that allows this (e.g. completing a rejected file).
+    Conflict,
+    /// 413: the body (or declared file size) is too large.
+    PayloadTooLarge,
+    /// 415: the request body is not JSON.
+    UnsupportedMediaType,
+    /// 409: completion was asked for but no object was stored.
+    UploadMissing,
+    /// 409: a download was asked for a file that is not uploaded.
+    NotUploaded,
+    /// 422: the stored object's length differs from the declared size.
+    SizeMismatch,
+    /// 422: the stored object's SHA-256 differs from the declared digest.
+    ChecksumMismatch,
+    /// 503: a dependency (database, storage) is unavailable; retry later.
+    Unavailable,
+    /// 500: a bug; the log has details under the request id.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Conflict | ErrorCode::UploadMissing | ErrorCode::NotUploaded => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The code as it appears in responses.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::UploadMissing => "upload_missing",
+            ErrorCode::NotUploaded => "not_uploaded",
+            ErrorCode::SizeMismatch => "size_mismatch",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The code answering a bare HTTP status (for errors raised by the framework).
+    pub fn for_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            401 => ErrorCode::Unauthenticated,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            405 => ErrorCode::MethodNotAllowed,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::PayloadTooLarge,
+            415 => ErrorCode::UnsupportedMediaType,
+            503 => ErrorCode::Unavailable,
+            s if s >= 500 => ErrorCode::Internal,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The problem document, as documented in the OpenAPI description.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:valet:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short summary of the problem kind.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+}
+
+/// An error answered to an API client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+}
+
+impl ApiError {
+    /// An error with `code` and a human-readable `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// Its code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, detail)
+    }
+
+    /// 404 `not_found` for a file.
+    pub fn file_not_found() -> Self {
+        Self::new(ErrorCode::NotFound, "no such file")
+    }
+
+    /// 500 `internal`; the cause is logged, not shown.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "an internal error occurred")
+    }
+
+    /// 503 `unavailable`; the cause is logged and named.
+    pub fn unavailable(cause: impl fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "dependency unavailable");
+        Self::new(ErrorCode::Unavailable, cause.to_string())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.code.status();
+        let problem_status = http_api_problem::StatusCode::from_u16(status.as_u16())
+            .unwrap_or(http_api_problem::StatusCode::INTERNAL_SERVER_ERROR);
+        let problem = HttpApiProblem::new(problem_status)
+            .type_url(format!("urn:valet:problem:{}", self.code))
+            .title(status.canonical_reason().unwrap_or("Error"))
+            .detail(self.detail.clone())
+            .value("code", &self.code.as_str());
+        let mut response = problem.to_actix_response();
+        let headers = response.headers_mut();
+        match self.code {
+            ErrorCode::Unauthenticated => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"valet\""),
+                );
+            }
+            ErrorCode::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,86 @@
+//! Operations endpoints: liveness, readiness and metrics.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use http_api_problem::HttpApiProblem;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::FileService;
+use crate::telemetry::metrics;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(render_metrics));
+}
+
+/// Liveness and readiness answers.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+    /// Each dependency checked, with `ok` or the error.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, String>,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+        checks: BTreeMap::new(),
+    })
+}
+
+/// The database and every storage backend answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "A dependency is down; `checks` names it", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn readyz(service: web::Data<FileService>) -> HttpResponse {
+    let checks = service.readiness().await;
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|c| c.error.is_some())
+        .map(|c| c.name.clone())
+        .collect();
+    let report: BTreeMap<String, String> = checks
+        .into_iter()
+        .map(|c| (c.name, c.error.unwrap_or_else(|| "ok".into())))
+        .collect();
+    if failing.is_empty() {
+        return HttpResponse::Ok().json(Health {
+            status: "ready".into(),
+            checks: report,
+        });
+    }
+    HttpApiProblem::new(http_api_problem::StatusCode::SERVICE_UNAVAILABLE)
+        .type_url("urn:valet:problem:unavailable")
+        .title("Service Unavailable")
+        .detail(format!("unavailable: {}", failing.join(", ")))
+        .value("code", &"unavailable")
+        .value("checks", &report)
+        .to_actix_response()
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn render_metrics() -> HttpResponse {
+    match metrics::handle() {
+        Some(handle) => {
+            handle.run_upkeep();
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4")
+                .body(handle.render())
+        }
+        None => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(""),
+    }
+}

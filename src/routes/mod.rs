@@ -1,0 +1,98 @@
+//! HTTP routes: the v1 API, the local store's data plane, and operations endpoints.
+
+mod docs;
+mod files;
+mod health;
+mod objects;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpRequest, HttpResponse, ResponseError};
+
+use crate::problem::{ApiError, ErrorCode};
+
+pub use docs::ApiDoc;
+
+/// Registers every route and the extractor error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(json_limit)
+            .error_handler(json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .configure(files::configure)
+    .configure(objects::configure)
+    .configure(health::configure)
+    .configure(docs::configure)
+    .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::NotFound, "no such route"))
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> Error {
+    let api = match &err {
+        JsonPayloadError::ContentType => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be application/json",
+        ),
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+        }
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::invalid(format!("the request body is not valid: {e}"))
+        }
+        other => ApiError::invalid(format!("the request body could not be read: {other}")),
+    };
+    api.into()
+}
+
+fn query_error(err: QueryPayloadError, _: &HttpRequest) -> Error {
+    ApiError::invalid(format!("invalid query string: {err}")).into()
+}
+
+fn path_error(_: PathError, _: &HttpRequest) -> Error {
+    ApiError::new(ErrorCode::NotFound, "no such route").into()
+}
+
+/// Turns error responses produced by the framework itself (405, 404 from guards,
+/// …) into problem documents, so every error a client sees has the same shape.
+pub async fn problem_for_bare_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let response = next.call(req).await?;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if !status.is_client_error() && !status.is_server_error() || is_problem {
+        return Ok(response.map_into_boxed_body());
+    }
+    let code = ErrorCode::for_status(status);
+    let detail = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let mut problem = ApiError::new(code, detail).error_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    let (req, _) = response.into_parts();
+    Ok(ServiceResponse::new(req, problem))
+}
+
+/// The token from `Authorization: Bearer <token>`.
+pub(crate) fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,127 @@
+//! `/v1/objects/{backend}/{key}`: the local store's data plane. Devices PUT and GET
+//! here with the signed URLs valet issued; the signature, not a token, authorizes.
+
+use actix_web::http::header::{
+    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
+};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use tokio_util::io::ReaderStream;
+use valet_backends::local::{DataPlaneError, LocalBackend};
+
+use crate::problem::{ApiError, ErrorCode};
+use crate::service::FileService;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/objects/{backend}/{key:.+}")
+            .route(web::put().to(put_object))
+            .route(web::get().to(get_object)),
+    );
+}
+
+fn data_plane_error(e: DataPlaneError) -> ApiError {
+    match e {
+        DataPlaneError::BadSignature => ApiError::new(
+            ErrorCode::Forbidden,
+            "the signature does not match this request",
+        ),
+        DataPlaneError::Expired => ApiError::new(ErrorCode::Forbidden, "the signed URL has expired"),
+        e @ DataPlaneError::SizeMismatch { .. } => {
+            ApiError::new(ErrorCode::SizeMismatch, format!("{e}; nothing was stored"))
+        }
+        DataPlaneError::ChecksumMismatch => ApiError::new(
+            ErrorCode::ChecksumMismatch,
+            "the body's SHA-256 does not match the signed digest; nothing was stored",
+        ),
+        DataPlaneError::Interrupted(cause) => ApiError::invalid(format!(
+            "the upload was interrupted ({cause}); nothing was stored"
+        )),
+        DataPlaneError::NotFound => ApiError::new(ErrorCode::NotFound, "no such object"),
+        DataPlaneError::Storage(e) => ApiError::unavailable(format!("local storage: {e}")),
+    }
+}
+
+fn local_backend<'a>(
+    service: &'a FileService,
+    name: &str,
+) -> Result<&'a std::sync::Arc<LocalBackend>, ApiError> {
+    // An unknown backend answers like a bad signature: nothing to learn from probing.
+    service.backends().local(name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Forbidden,
+            "the signature does not match this request",
+        )
+    })
+}
+
+async fn put_object(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Payload,
+    service: web::Data<FileService>,
+) -> Result<HttpResponse, ApiError> {
+    let (backend, key) = path.into_inner();
+    let local = local_backend(&service, &backend)?;
+    let grant = local
+        .verify_upload(&key, req.query_string(), Utc::now())
+        .map_err(data_plane_error)?;
+    let declared = match req.headers().get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::invalid("Content-Length is not a number"))?,
+        ),
+    };
+    local
+        .receive(&grant, declared, body)
+        .await
+        .map_err(data_plane_error)?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn get_object(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    service: web::Data<FileService>,
+) -> Result<HttpResponse, ApiError> {
+    let (backend, key) = path.into_inner();
+    let local = local_backend(&service, &backend)?;
+    let grant = local
+        .verify_download(&key, req.query_string(), Utc::now())
+        .map_err(data_plane_error)?;
+    let object = local.open(&grant).await.map_err(data_plane_error)?;
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, grant.content_type.clone()))
+        .insert_header(content_disposition(&grant.filename));
+    response.no_chunking(object.size);
+    Ok(response.streaming(ReaderStream::new(object.file)))
+}
+
+/// `attachment; filename="<ascii fallback>"; filename*=UTF-8''<name>` (RFC 6266).
+fn content_disposition(name: &str) -> ContentDisposition {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters: vec![
+            DispositionParam::Filename(fallback),
+            DispositionParam::FilenameExt(ExtendedValue {
+                charset: Charset::Ext("UTF-8".into()),
+                language_tag: None,
+                value: name.as_bytes().to_vec(),
+            }),
+        ],
+    }
+}

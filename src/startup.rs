@@ -1,0 +1,156 @@
+//! Building the running application: database, keys, backends, actors, HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, SyncArbiter};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::auth::{RootKey, TokenValidator, TrustedKeys};
+use crate::configuration::Settings;
+use crate::metadata::{db, MetadataStore};
+use crate::notifier::Notifier;
+use crate::routes;
+use crate::service::FileService;
+use crate::signer::Signer;
+use crate::storage::Backends;
+use crate::telemetry;
+
+/// A built, not yet running, valet.
+pub struct Application {
+    port: u16,
+    public_url: url::Url,
+    server: Server,
+}
+
+impl Application {
+    /// Prepares everything and binds the listener. Must run inside an actix system.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let _ = telemetry::metrics::handle();
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!("cannot create data directory {}", settings.data_dir.display())
+        })?;
+        let keys = Arc::new(trusted_keys(&settings)?);
+
+        let pool = {
+            let url = settings.database_url();
+            let size = settings.database.pool_size;
+            let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
+            let migrate = settings.database.run_migrations;
+            web::block(move || -> anyhow::Result<db::DbPool> {
+                let pool = db::connect(&url, size, timeout)?;
+                if migrate {
+                    let mut conn = pool.get().context("cannot get a database connection")?;
+                    for version in db::run_migrations(&mut conn)? {
+                        tracing::info!(%version, "applied migration");
+                    }
+                }
+                Ok(pool)
+            })
+            .await??
+        };
+
+        let bind = settings.bind_addr()?;
+        let listener =
+            TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
+        let port = listener.local_addr()?.port();
+        let public_url = match &settings.server.public_url {
+            Some(_) => settings.public_url()?,
+            // No public URL configured: the address actually bound (port 0 resolved).
+            None => url::Url::parse(&format!("http://{}:{port}", bind.ip()))?,
+        };
+
+        let backends = Backends::from_settings(&settings, &public_url)?;
+        backends.probe_all().await?;
+
+        let settings = Arc::new(settings);
+        let validator = {
+            let keys = keys.clone();
+            SyncArbiter::start(settings.auth.validator_threads, move || {
+                TokenValidator::new(keys.clone())
+            })
+        };
+        let store = {
+            let source = settings.event_source();
+            SyncArbiter::start(settings.database.pool_size as usize, move || {
+                MetadataStore::new(pool.clone(), source.clone())
+            })
+        };
+        let signer = {
+            let backends = backends.clone();
+            SyncArbiter::start(2, move || Signer::new(backends.clone()))
+        };
+        let notifier = Notifier::new(store.clone()).start();
+        let service = FileService::new(
+            validator,
+            store,
+            signer,
+            notifier,
+            backends,
+            settings.clone(),
+        );
+
+        let json_limit = settings.server.json_limit_bytes;
+        let service = web::Data::new(service);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(routes::problem_for_bare_errors))
+                .wrap(from_fn(telemetry::observe))
+                .app_data(service.clone())
+                .configure(|cfg| routes::configure(cfg, json_limit))
+        })
+        .listen(listener)?;
+        if let Some(workers) = settings.server.workers {
+            server = server.workers(workers);
+        }
+        tracing::info!(address = %format!("{}:{port}", bind.ip()), %public_url, "valet is listening");
+        Ok(Self {
+            port,
+            public_url,
+            server: server.run(),
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The base URL signed local URLs point at.
+    pub fn public_url(&self) -> &url::Url {
+        &self.public_url
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// The configured trusted keys, plus the development key when enabled (generated
+/// on first start; its public key and how to mint a token are logged, never the
+/// private key).
+fn trusted_keys(settings: &Settings) -> anyhow::Result<TrustedKeys> {
+    let mut keys = TrustedKeys::default();
+    for key in &settings.auth.trusted_keys {
+        keys.insert(key.id, &key.public_key)?;
+    }
+    if settings.auth.dev_key {
+        let path = settings.dev_key_path();
+        let (key, created) = RootKey::load_or_create(&path)?;
+        keys.insert(key.id, &key.public_key())?;
+        tracing::info!(
+            key_id = key.id,
+            public_key = %key.public_key(),
+            key_file = %path.display(),
+            created,
+            "trusting the development root key; mint a token with: \
+             valet token mint --tenant acme --device dev-42 --ttl 1h"
+        );
+    }
+    Ok(keys)
+}

@@ -1,0 +1,104 @@
+//! The configured storage backends, by name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use valet_backends::local::LocalBackend;
+use valet_backends::Backend;
+
+use crate::configuration::{BackendSettings, Settings};
+
+/// Every configured backend, plus direct access to local ones for the data plane.
+#[derive(Clone)]
+pub struct Backends {
+    all: Arc<BTreeMap<String, Arc<dyn Backend>>>,
+    local: Arc<BTreeMap<String, Arc<LocalBackend>>>,
+}
+
+impl Backends {
+    /// Builds every backend in `settings`; `public_url` is where valet is reachable.
+    pub fn from_settings(settings: &Settings, public_url: &url::Url) -> anyhow::Result<Self> {
+        let mut all: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+        let mut local = BTreeMap::new();
+        for (name, backend) in &settings.backends {
+            match backend {
+                BackendSettings::Local { root, secret } => {
+                    let root = root
+                        .clone()
+                        .unwrap_or_else(|| settings.data_dir.join("objects"));
+                    let secret = match secret {
+                        Some(s) => s.expose().as_bytes().to_vec(),
+                        None => load_or_create_secret(&settings.local_secret_path())?,
+                    };
+                    let backend = Arc::new(
+                        LocalBackend::new(name.clone(), root, secret, public_url.clone())
+                            .with_context(|| format!("backend {name}"))?,
+                    );
+                    local.insert(name.clone(), backend.clone());
+                    all.insert(name.clone(), backend);
+                }
+            }
+        }
+        Ok(Self {
+            all: Arc::new(all),
+            local: Arc::new(local),
+        })
+    }
+
+    /// A backend by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.all.get(name)
+    }
+
+    /// A local backend by name (for the data-plane routes).
+    pub fn local(&self, name: &str) -> Option<&Arc<LocalBackend>> {
+        self.local.get(name)
+    }
+
+    /// All backends with their names.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<dyn Backend>)> {
+        self.all.iter()
+    }
+
+    /// Checks every backend can store and remove an object; names the one that cannot.
+    pub async fn probe_all(&self) -> anyhow::Result<()> {
+        for (name, backend) in self.iter() {
+            backend
+                .probe()
+                .await
+                .with_context(|| format!("storage backend {name:?} is not usable"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the generated local signing secret, creating it (32 random bytes, owner-only)
+/// on first start.
+fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return hex::decode(text.trim())
+            .with_context(|| format!("{} is not a hex secret", path.display()));
+    }
+    use std::io::Write;
+    let mut secret = Vec::with_capacity(32);
+    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(hex::encode(&secret).as_bytes())?;
+    Ok(secret)
+}

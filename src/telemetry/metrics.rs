@@ -1,0 +1,57 @@
+//! Prometheus metrics: one process-wide recorder, rendered by `GET /metrics`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the recorder on first use and returns its handle (`None` if another
+/// recorder was installed by the embedding program).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// One answered HTTP request.
+pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    counter!("valet_http_requests_total", &labels).increment(1);
+    histogram!("valet_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+/// One file operation (`create`, `complete`, `reject`, `download`, `delete`).
+pub fn record_file_operation(operation: &'static str, tenant: &str, device: Option<&str>) {
+    counter!(
+        "valet_file_operations_total",
+        "operation" => operation,
+        "tenant" => tenant.to_owned(),
+        "device" => device.unwrap_or("shared").to_owned(),
+    )
+    .increment(1);
+}
+
+/// Events waiting in the outbox.
+pub fn set_outbox_depth(depth: i64) {
+    gauge!("valet_outbox_depth").set(depth as f64);
+}
