@@ -106,7 +106,7 @@ fn content_disposition(name: &str) -> ContentDisposition {
     let fallback: String = name
         .chars()
         .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
+            if c.is_ascii() && !c.is_ascii_control() && !matches!(c, '"' | '\\' | '/') {
                 c
             } else {
                 '_'

@@ -1,0 +1,148 @@
+//! Tokens, roles and attenuation: nothing crosses a device or a tenant.
+
+use std::time::{Duration, SystemTime};
+
+use biscuit_auth::builder::{fact, string};
+use biscuit_auth::macros::{block, check};
+use biscuit_auth::{Biscuit, KeyPair};
+use serde_json::json;
+use valet::auth::{token, RootKey};
+use valet::domain::{DeviceId, Principal, TenantId};
+
+use crate::helpers::{assert_problem, body_of, sha256_hex, spawn_app};
+
+fn attenuate(app: &crate::helpers::TestApp, token: &str, code: &str) -> String {
+    let biscuit = Biscuit::from_base64(token, app.root_key.keypair.public()).unwrap();
+    let block = biscuit_auth::builder::BlockBuilder::new().code(code).unwrap();
+    biscuit.append(block).unwrap().to_base64().unwrap()
+}
+
+#[actix_web::test]
+async fn other_devices_and_tenants_see_not_found() {
+    let app = spawn_app().await;
+    let owner = app.device_token("acme", "dev-1");
+    let file = app.upload(&owner, &body_of(50), json!({})).await;
+    let id = file["id"].as_str().unwrap();
+
+    let neighbour = app.device_token("acme", "dev-2");
+    let stranger = app.service_token("globex", "fleet");
+    let stranger_device = app.device_token("globex", "dev-1");
+    for token in [&neighbour, &stranger, &stranger_device] {
+        assert_problem(app.get_file(token, id).await, 404, "not_found").await;
+        assert_problem(app.complete(token, id).await, 404, "not_found").await;
+        assert_problem(app.download(token, id).await, 404, "not_found").await;
+        assert_problem(app.delete(token, id).await, 404, "not_found").await;
+    }
+    assert_problem(app.list(&neighbour, "device_id=dev-1").await, 404, "not_found").await;
+    let theirs: serde_json::Value = app.list(&stranger, "").await.json().await.unwrap();
+    assert_eq!(theirs["files"], json!([]));
+    // Still there for its owner.
+    assert_eq!(app.get_file(&owner, id).await.status().as_u16(), 200);
+}
+
+#[actix_web::test]
+async fn a_read_only_attenuation_is_enforced() {
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let file = app.upload(&token, &body_of(20), json!({})).await;
+    let id = file["id"].as_str().unwrap();
+    let read_only = attenuate(&app, &token, r#"check if operation("read");"#);
+
+    assert_eq!(app.get_file(&read_only, id).await.status().as_u16(), 200);
+    assert_eq!(app.download(&read_only, id).await.status().as_u16(), 200);
+    assert_problem(app.delete(&read_only, id).await, 403, "forbidden").await;
+    let create = app
+        .create(&read_only, json!({"name": "x", "size": 1, "sha256": sha256_hex(b"x")}))
+        .await;
+    assert_problem(create, 403, "forbidden").await;
+    assert_problem(app.list(&read_only, "").await, 403, "forbidden").await;
+}
+
+#[actix_web::test]
+async fn a_token_narrowed_to_one_file_reaches_only_that_file() {
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let a = app.upload(&token, &body_of(20), json!({})).await;
+    let b = app.upload(&token, &body_of(21), json!({})).await;
+    let a_id = a["id"].as_str().unwrap();
+    let narrowed = attenuate(&app, &token, &format!(r#"check if file("{a_id}");"#));
+    assert_eq!(app.get_file(&narrowed, a_id).await.status().as_u16(), 200);
+    assert_problem(app.get_file(&narrowed, b["id"].as_str().unwrap()).await, 403, "forbidden").await;
+}
+
+#[actix_web::test]
+async fn expired_tokens_are_unauthenticated() {
+    let app = spawn_app().await;
+    let past = SystemTime::now() - Duration::from_secs(60);
+    let expired = Biscuit::builder()
+        .fact(fact("tenant", &[string("acme")]))
+        .unwrap()
+        .fact(fact("device", &[string("dev-42")]))
+        .unwrap()
+        .check(check!("check if time($t), $t <= {past}", past = past))
+        .unwrap()
+        .root_key_id(app.root_key.id)
+        .build(&app.root_key.keypair)
+        .unwrap()
+        .to_base64()
+        .unwrap();
+    let problem = assert_problem(app.list(&expired, "").await, 401, "unauthenticated").await;
+    assert!(problem["detail"].as_str().unwrap().contains("expired"));
+
+    // A holder shortening a valid token's life is honoured too.
+    let token = app.device_token("acme", "dev-42");
+    let shortened = {
+        let biscuit = Biscuit::from_base64(&token, app.root_key.keypair.public()).unwrap();
+        biscuit
+            .append(block!("check if time($t), $t <= {past}", past = past))
+            .unwrap()
+            .to_base64()
+            .unwrap()
+    };
+    assert_problem(app.list(&shortened, "").await, 401, "unauthenticated").await;
+}
+
+#[actix_web::test]
+async fn tokens_from_untrusted_or_unknown_keys_are_unauthenticated() {
+    let app = spawn_app().await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let device = Principal::Device(DeviceId::parse("dev-42").unwrap());
+    // Right id, wrong key.
+    let impostor = RootKey {
+        id: app.root_key.id,
+        keypair: KeyPair::new(),
+    };
+    let forged = token::mint(&impostor, &tenant, &device, Duration::from_secs(60)).unwrap();
+    assert_problem(app.list(&forged, "").await, 401, "unauthenticated").await;
+    // Unknown key id.
+    let unknown = RootKey::generate(Some(999));
+    let token = token::mint(&unknown, &tenant, &device, Duration::from_secs(60)).unwrap();
+    let problem = assert_problem(app.list(&token, "").await, 401, "unauthenticated").await;
+    assert!(problem["detail"].as_str().unwrap().contains("does not trust"));
+}
+
+#[actix_web::test]
+async fn attenuation_blocks_cannot_change_the_identity() {
+    let app = spawn_app().await;
+    let owner = app.device_token("acme", "dev-1");
+    let file = app.upload(&owner, &body_of(20), json!({})).await;
+    // dev-2 appends a block claiming to be dev-1: facts of later blocks are not trusted.
+    let token = app.device_token("acme", "dev-2");
+    let claimed = attenuate(&app, &token, r#"device("dev-1");"#);
+    assert_problem(app.get_file(&claimed, file["id"].as_str().unwrap()).await, 404, "not_found").await;
+
+    // An authority block naming both a device and a service is refused.
+    let both = Biscuit::builder()
+        .fact(fact("tenant", &[string("acme")]))
+        .unwrap()
+        .fact(fact("device", &[string("dev-1")]))
+        .unwrap()
+        .fact(fact("service", &[string("fleet")]))
+        .unwrap()
+        .root_key_id(app.root_key.id)
+        .build(&app.root_key.keypair)
+        .unwrap()
+        .to_base64()
+        .unwrap();
+    assert_problem(app.list(&both, "").await, 401, "unauthenticated").await;
+}

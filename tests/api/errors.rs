@@ -1,0 +1,142 @@
+//! Every rejection path answers problem+json with its stable code.
+
+use serde_json::json;
+
+use crate::helpers::{assert_problem, body_of, sha256_hex, spawn_app, spawn_app_with};
+
+fn valid_body() -> serde_json::Value {
+    json!({"name": "a.bin", "size": 3, "sha256": sha256_hex(b"abc")})
+}
+
+#[actix_web::test]
+async fn requests_without_a_usable_token_are_unauthenticated() {
+    let app = spawn_app().await;
+    let no_token = app.client.get(app.url("/v1/files")).send().await.unwrap();
+    assert!(no_token.headers().contains_key("www-authenticate"));
+    assert_problem(no_token, 401, "unauthenticated").await;
+    for header in ["Bearer not-a-token", "Basic dXNlcjpwYXNz", "Bearer "] {
+        let response = app
+            .client
+            .get(app.url("/v1/files"))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 401, "unauthenticated").await;
+    }
+}
+
+#[actix_web::test]
+async fn malformed_bodies_are_4xx_problems() {
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        app.client
+            .post(app.url("/v1/files"))
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_problem(post(b"{not json".to_vec(), "application/json").await.unwrap(), 400, "invalid_request").await;
+    assert_problem(post(valid_body().to_string().into_bytes(), "text/plain").await.unwrap(), 415, "unsupported_media_type").await;
+    let huge = json!({"name": "a", "size": 1, "sha256": sha256_hex(b"a"), "pad": "x".repeat(70_000)});
+    assert_problem(post(huge.to_string().into_bytes(), "application/json").await.unwrap(), 413, "payload_too_large").await;
+    let mut unknown = valid_body();
+    unknown["colour"] = json!("red");
+    assert_problem(app.create(&token, unknown).await, 400, "invalid_request").await;
+    assert_problem(app.create(&token, json!({"name": "a"})).await, 400, "invalid_request").await;
+    assert_problem(app.create(&token, json!({"name": "a", "size": -1, "sha256": sha256_hex(b"")})).await, 400, "invalid_request").await;
+}
+
+#[actix_web::test]
+async fn invalid_fields_are_invalid_requests() {
+    let app = spawn_app_with(|s| s.uploads.max_upload_bytes = 1024).await;
+    let token = app.device_token("acme", "dev-42");
+    let with = |field: &str, value: serde_json::Value| {
+        let mut body = valid_body();
+        body[field] = value;
+        body
+    };
+    let cases = [
+        with("name", json!("")),
+        with("name", json!("bad\nname")),
+        with("name", json!("nul\u{0}")),
+        with("name", json!("a".repeat(1025))),
+        with("size", json!(0)),
+        with("sha256", json!("abc")),
+        with("sha256", json!("z".repeat(64))),
+        with("content_type", json!("not a type")),
+        with("metadata", json!({"k": "v".repeat(9000)})),
+        with("metadata", json!({"": "v"})),
+    ];
+    for body in cases {
+        let response = app.create(&token, body.clone()).await;
+        assert_eq!(response.status().as_u16(), 400, "{body}");
+        assert_problem(response, 400, "invalid_request").await;
+    }
+    assert_problem(app.create(&token, with("size", json!(1025))).await, 413, "payload_too_large").await;
+    // The limit itself is accepted.
+    assert_eq!(app.create(&token, with("size", json!(1024))).await.status().as_u16(), 201);
+}
+
+#[actix_web::test]
+async fn names_are_metadata_and_never_reach_storage_paths() {
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(5);
+    let file = app
+        .upload(&token, &bytes, json!({"name": "../../../../etc/passwd"}))
+        .await;
+    assert_eq!(file["name"], "../../../../etc/passwd");
+    for path in app.stored_objects() {
+        assert!(path.starts_with(app.data_dir.path().join("objects")), "{path:?}");
+        assert!(!path.to_string_lossy().contains("passwd"));
+    }
+    assert_eq!(app.fetch(&token, file["id"].as_str().unwrap()).await, bytes);
+}
+
+#[actix_web::test]
+async fn roots_must_be_named_correctly() {
+    let app = spawn_app().await;
+    let device = app.device_token("acme", "dev-42");
+    let service = app.service_token("acme", "fleet");
+    let mut other_device = valid_body();
+    other_device["device_id"] = json!("dev-7");
+    assert_problem(app.create(&device, other_device.clone()).await, 403, "forbidden").await;
+    assert_problem(app.create(&service, valid_body()).await, 400, "invalid_request").await;
+    let mut both = other_device.clone();
+    both["shared"] = json!(true);
+    assert_problem(app.create(&service, both).await, 400, "invalid_request").await;
+    let mut bad_device = valid_body();
+    bad_device["device_id"] = json!("a/b");
+    assert_problem(app.create(&service, bad_device).await, 400, "invalid_request").await;
+    assert_eq!(app.create(&service, other_device).await.status().as_u16(), 201);
+}
+
+#[actix_web::test]
+async fn unknown_files_and_bad_queries() {
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_problem(app.get_file(&token, &unknown).await, 404, "not_found").await;
+    assert_problem(app.complete(&token, &unknown).await, 404, "not_found").await;
+    assert_problem(app.download(&token, &unknown).await, 404, "not_found").await;
+    assert_problem(app.delete(&token, &unknown).await, 404, "not_found").await;
+    assert_problem(app.get_file(&token, "not-a-uuid").await, 404, "not_found").await;
+    for query in ["limit=0", "limit=1001", "limit=x", "cursor=garbage", "status=lost", "device_id=dev-42&shared=true"] {
+        let response = app.list(&token, query).await;
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        assert_problem(response, 400, "invalid_request").await;
+    }
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/v2/nothing")).send().await.unwrap();
+    assert_problem(response, 404, "not_found").await;
+    let response = app.client.patch(app.url("/v1/files")).send().await.unwrap();
+    assert!(response.headers().contains_key("allow"));
+    assert_problem(response, 405, "method_not_allowed").await;
+}

@@ -1,0 +1,275 @@
+use std::time::Duration;
+
+use actix::SyncArbiter;
+use serde_json::{json, Value};
+use sha2::Digest;
+use tempfile::TempDir;
+use valet::auth::{token, RootKey};
+use valet::configuration::{Settings, TrustedKey};
+use valet::domain::{DeviceId, Principal, ServiceName, TenantId};
+use valet::metadata::{db, ListOutbox, MetadataStore, OutboxEntry};
+use valet::startup::Application;
+
+/// A running valet and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub data_dir: TempDir,
+    pub root_key: RootKey,
+    pub settings: Settings,
+}
+
+/// Spawns valet on the embedded default (SQLite, local store) in a fresh directory.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with settings adjusted by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let root_key = RootKey::generate(Some(1));
+    let mut settings = Settings::default();
+    settings.data_dir = data_dir.path().to_path_buf();
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.server.workers = Some(2);
+    settings.database.pool_size = 4;
+    settings.auth.dev_key = false;
+    settings.auth.trusted_keys = vec![TrustedKey {
+        id: root_key.id,
+        public_key: root_key.public_key(),
+    }];
+    configure(&mut settings);
+    let settings = settings.finish().expect("valid test settings");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("valet starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    TestApp {
+        address,
+        client,
+        data_dir,
+        root_key,
+        settings,
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Deterministic, non-repeating-looking bytes.
+pub fn body_of(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + i / 7) as u8).collect()
+}
+
+/// Asserts a problem+json answer with `status` and `code`; returns the document.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type {content_type:?}"
+    );
+    let problem: Value = response.json().await.expect("problem body");
+    assert_eq!(problem["code"], code, "{problem}");
+    assert_eq!(problem["status"], status, "{problem}");
+    assert!(problem["type"].as_str().is_some_and(|t| t.ends_with(code)));
+    assert!(problem["title"].is_string() && problem["detail"].is_string());
+    problem
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn mint(&self, tenant: &str, principal: Principal, ttl: Duration) -> String {
+        token::mint(
+            &self.root_key,
+            &TenantId::parse(tenant).expect("tenant"),
+            &principal,
+            ttl,
+        )
+        .expect("mint")
+    }
+
+    pub fn device_token(&self, tenant: &str, device: &str) -> String {
+        self.mint(
+            tenant,
+            Principal::Device(DeviceId::parse(device).expect("device")),
+            Duration::from_secs(3600),
+        )
+    }
+
+    pub fn service_token(&self, tenant: &str, service: &str) -> String {
+        self.mint(
+            tenant,
+            Principal::Service(ServiceName::parse(service).expect("service")),
+            Duration::from_secs(3600),
+        )
+    }
+
+    pub async fn create(&self, token: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/files"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("create request")
+    }
+
+    /// Creates an upload for `bytes` (extra fields merged into the body); asserts 201.
+    pub async fn create_ok(&self, token: &str, bytes: &[u8], extra: Value) -> Value {
+        let mut body = json!({
+            "name": "firmware.bin",
+            "size": bytes.len(),
+            "sha256": sha256_hex(bytes),
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        let response = self.create(token, body).await;
+        assert_eq!(response.status().as_u16(), 201);
+        response.json().await.expect("created body")
+    }
+
+    /// Sends exactly the method, URL and headers valet returned, with `body`.
+    pub async fn send_signed(&self, signed: &Value, body: Vec<u8>) -> reqwest::Response {
+        let method = reqwest::Method::from_bytes(
+            signed["method"].as_str().expect("method").as_bytes(),
+        )
+        .expect("method");
+        let mut request = self
+            .client
+            .request(method, signed["url"].as_str().expect("url"));
+        for (name, value) in signed["headers"].as_object().expect("headers") {
+            request = request.header(name, value.as_str().expect("header value"));
+        }
+        request.body(body).send().await.expect("signed request")
+    }
+
+    pub async fn complete(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/files/{id}/complete")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("complete request")
+    }
+
+    pub async fn get_file(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/files/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get request")
+    }
+
+    pub async fn download(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/files/{id}/download")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("download request")
+    }
+
+    pub async fn delete(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/v1/files/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("delete request")
+    }
+
+    pub async fn list(&self, token: &str, query: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/files?{query}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("list request")
+    }
+
+    /// Create, PUT and complete; returns the uploaded File.
+    pub async fn upload(&self, token: &str, bytes: &[u8], extra: Value) -> Value {
+        let created = self.create_ok(token, bytes, extra).await;
+        let put = self.send_signed(&created["upload"], bytes.to_vec()).await;
+        assert_eq!(put.status().as_u16(), 200, "{:?}", put.text().await);
+        let id = created["file"]["id"].as_str().expect("id");
+        let completed = self.complete(token, id).await;
+        assert_eq!(completed.status().as_u16(), 200);
+        completed.json().await.expect("file")
+    }
+
+    /// Downloads through a fresh signed URL and returns the bytes.
+    pub async fn fetch(&self, token: &str, id: &str) -> Vec<u8> {
+        let signed: Value = self.download(token, id).await.json().await.expect("signed");
+        let response = self.send_signed(&signed, Vec::new()).await;
+        assert_eq!(response.status().as_u16(), 200);
+        response.bytes().await.expect("bytes").to_vec()
+    }
+
+    /// Every outbox entry, oldest first.
+    pub async fn outbox(&self) -> Vec<OutboxEntry> {
+        let url = self.settings.database_url();
+        let pool = actix_web::web::block(move || db::connect(&url, 1, Duration::from_secs(5)))
+            .await
+            .expect("block")
+            .expect("pool");
+        let store = SyncArbiter::start(1, move || MetadataStore::new(pool.clone(), "test".into()));
+        store
+            .send(ListOutbox {
+                include_published: true,
+                limit: 10_000,
+            })
+            .await
+            .expect("mailbox")
+            .expect("outbox")
+    }
+
+    /// Outbox entries about one file.
+    pub async fn events_for(&self, id: &str) -> Vec<OutboxEntry> {
+        self.outbox()
+            .await
+            .into_iter()
+            .filter(|e| e.file_id == id)
+            .collect()
+    }
+
+    /// Every file under the local store's root, the receiving area included.
+    pub fn stored_objects(&self) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.path().join("objects"), &mut out);
+        out
+    }
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the HTTP API: each test spawns the real server on a random
+//! port with its own data directory and talks to it over HTTP.
+
+mod auth;
+mod errors;
+mod files;
+mod helpers;
+mod local_store;
+mod ops;
