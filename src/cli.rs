@@ -177,7 +177,10 @@ impl Cli {
             Command::Serve => {
                 let settings = Settings::load(self.config.as_deref())?;
                 telemetry::init_logging(&settings.log);
-                Application::build(settings).await?.run_until_stopped().await?;
+                Application::build(settings)
+                    .await?
+                    .run_until_stopped()
+                    .await?;
             }
             Command::Migrate { revert } => {
                 let settings = Settings::load(self.config.as_deref())?;

@@ -320,8 +320,14 @@ impl Settings {
             }
         }
         for (what, ttl) in [
-            ("uploads.upload_url_ttl_secs", self.uploads.upload_url_ttl_secs),
-            ("uploads.download_url_ttl_secs", self.uploads.download_url_ttl_secs),
+            (
+                "uploads.upload_url_ttl_secs",
+                self.uploads.upload_url_ttl_secs,
+            ),
+            (
+                "uploads.download_url_ttl_secs",
+                self.uploads.download_url_ttl_secs,
+            ),
         ] {
             if ttl == 0 || ttl > MAX_URL_TTL_SECS {
                 bail!("{what} must be between 1 and {MAX_URL_TTL_SECS} seconds");
@@ -340,7 +346,10 @@ impl Settings {
             bail!("auth.dev_key is off and auth.trusted_keys is empty: no token could ever be accepted");
         }
         let url = self.database_url();
-        if !(url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             bail!("database.url must start with sqlite:// or postgres://");
         }
         Ok(())
@@ -445,8 +454,10 @@ mod tests {
 
     #[test]
     fn unknown_backend_is_refused() {
-        let mut s = Settings::default();
-        s.default_backend = "nope".into();
+        let s = Settings {
+            default_backend: "nope".into(),
+            ..Settings::default()
+        };
         assert!(s.finish().is_err());
     }
 

@@ -13,8 +13,8 @@ use valet_backends::{DownloadSpec, SignedRequest, UploadSpec};
 use crate::auth::{AuthError, Authenticate, Authenticated, Authorize, TokenValidator};
 use crate::configuration::Settings;
 use crate::domain::{
-    object_key, ContentType, Decision, DeviceId, File, FileId, FileMetadata, FileName,
-    FileStatus, Identity, Operation, Principal, Root, Sha256,
+    object_key, ContentType, Decision, DeviceId, File, FileId, FileMetadata, FileName, FileStatus,
+    Identity, Operation, Principal, Root, Sha256,
 };
 use crate::metadata::{
     now_micros, GetFile, InsertFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded,
@@ -260,8 +260,8 @@ impl FileService {
                 format!("size {} exceeds the limit of {max} bytes", request.size),
             ));
         }
-        let sha256 = Sha256::parse_hex(&request.sha256)
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let sha256 =
+            Sha256::parse_hex(&request.sha256).map_err(|e| ApiError::invalid(e.to_string()))?;
         let content_type = match &request.content_type {
             Some(ct) => ContentType::parse(ct).map_err(ApiError::invalid)?,
             None => ContentType::default(),
@@ -496,9 +496,14 @@ impl FileService {
             .transpose()
             .map_err(ApiError::invalid)?;
         let before = request.cursor.as_deref().map(decode_cursor).transpose()?;
-        let root = match (request.device_id.as_deref(), request.shared.unwrap_or(false)) {
+        let root = match (
+            request.device_id.as_deref(),
+            request.shared.unwrap_or(false),
+        ) {
             (Some(_), true) => {
-                return Err(ApiError::invalid("give either device_id or shared=true, not both"))
+                return Err(ApiError::invalid(
+                    "give either device_id or shared=true, not both",
+                ))
             }
             (Some(d), false) => Some(Root::Device(
                 DeviceId::parse(d).map_err(|e| ApiError::invalid(e.to_string()))?,
@@ -608,7 +613,9 @@ fn target_root(
 ) -> Result<Root, ApiError> {
     let shared = shared.unwrap_or(false);
     if device_id.is_some() && shared {
-        return Err(ApiError::invalid("give either device_id or shared=true, not both"));
+        return Err(ApiError::invalid(
+            "give either device_id or shared=true, not both",
+        ));
     }
     match &identity.principal {
         Principal::Device(me) => match device_id {
@@ -640,6 +647,9 @@ mod tests {
         let id = FileId::new();
         assert_eq!(decode_cursor(&encode_cursor(&id)).unwrap(), id);
         assert!(decode_cursor("nope").is_err());
-        assert!(decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v2:x")).is_err());
+        assert!(
+            decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v2:x"))
+                .is_err()
+        );
     }
 }

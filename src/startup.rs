@@ -32,7 +32,10 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics::handle();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!("cannot create data directory {}", settings.data_dir.display())
+            format!(
+                "cannot create data directory {}",
+                settings.data_dir.display()
+            )
         })?;
         let keys = Arc::new(trusted_keys(&settings)?);
 

@@ -125,11 +125,18 @@ impl TrustedKeys {
 impl RootKeyProvider for TrustedKeys {
     fn choose(&self, key_id: Option<u32>) -> Result<PublicKey, error::Format> {
         match key_id {
-            Some(id) => self.0.get(&id).copied().ok_or(error::Format::UnknownPublicKey),
+            Some(id) => self
+                .0
+                .get(&id)
+                .copied()
+                .ok_or(error::Format::UnknownPublicKey),
             // A token without a key id is accepted only when there is no choice to make.
-            None if self.0.len() == 1 => {
-                self.0.values().next().copied().ok_or(error::Format::UnknownPublicKey)
-            }
+            None if self.0.len() == 1 => self
+                .0
+                .values()
+                .next()
+                .copied()
+                .ok_or(error::Format::UnknownPublicKey),
             None => Err(error::Format::UnknownPublicKey),
         }
     }

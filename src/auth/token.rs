@@ -27,7 +27,10 @@ pub fn mint(
     let token = Biscuit::builder()
         .fact(fact("tenant", &[string(tenant.as_str())]))?
         .fact(principal_fact)?
-        .check(check!("check if time($time), $time <= {expires}", expires = expires))?
+        .check(check!(
+            "check if time($time), $time <= {expires}",
+            expires = expires
+        ))?
         .root_key_id(key.id)
         .build(&key.keypair)?;
     Ok(token.to_base64()?)

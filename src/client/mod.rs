@@ -123,15 +123,21 @@ impl ApiClient {
             body["shared"] = json!(true);
         }
         let created = self
-            .api(self.http.post(self.url("/v1/files")?).json(&body), "create upload")
+            .api(
+                self.http.post(self.url("/v1/files")?).json(&body),
+                "create upload",
+            )
             .await?;
-        let id = created["file"]["id"].as_str().context("no file id in the answer")?;
+        let id = created["file"]["id"]
+            .as_str()
+            .context("no file id in the answer")?;
         let upload = &created["upload"];
 
-        let method = reqwest::Method::from_bytes(
-            upload["method"].as_str().unwrap_or("PUT").as_bytes(),
-        )?;
-        let url = upload["url"].as_str().context("no upload URL in the answer")?;
+        let method =
+            reqwest::Method::from_bytes(upload["method"].as_str().unwrap_or("PUT").as_bytes())?;
+        let url = upload["url"]
+            .as_str()
+            .context("no upload URL in the answer")?;
         let mut request = self.http.request(method, url);
         if let Some(headers) = upload["headers"].as_object() {
             for (name, value) in headers {
@@ -158,7 +164,8 @@ impl ApiClient {
             return Err(failure("upload", response).await);
         }
         self.api(
-            self.http.post(self.url(&format!("/v1/files/{id}/complete"))?),
+            self.http
+                .post(self.url(&format!("/v1/files/{id}/complete"))?),
             "complete",
         )
         .await
@@ -168,20 +175,28 @@ impl ApiClient {
     /// file appears at `output`.
     pub async fn download(&self, id: &str, output: &Path) -> anyhow::Result<Value> {
         let file = self
-            .api(self.http.get(self.url(&format!("/v1/files/{id}"))?), "get file")
+            .api(
+                self.http.get(self.url(&format!("/v1/files/{id}"))?),
+                "get file",
+            )
             .await?;
         let expected_size = file["size"].as_u64().context("no size in the answer")?;
-        let expected_sha = file["sha256"].as_str().context("no sha256 in the answer")?.to_owned();
+        let expected_sha = file["sha256"]
+            .as_str()
+            .context("no sha256 in the answer")?
+            .to_owned();
         let signed = self
             .api(
-                self.http.get(self.url(&format!("/v1/files/{id}/download"))?),
+                self.http
+                    .get(self.url(&format!("/v1/files/{id}/download"))?),
                 "sign download",
             )
             .await?;
-        let method = reqwest::Method::from_bytes(
-            signed["method"].as_str().unwrap_or("GET").as_bytes(),
-        )?;
-        let url = signed["url"].as_str().context("no download URL in the answer")?;
+        let method =
+            reqwest::Method::from_bytes(signed["method"].as_str().unwrap_or("GET").as_bytes())?;
+        let url = signed["url"]
+            .as_str()
+            .context("no download URL in the answer")?;
         let mut request = self.http.request(method, url);
         if let Some(headers) = signed["headers"].as_object() {
             for (name, value) in headers {
@@ -190,7 +205,10 @@ impl ApiClient {
                 }
             }
         }
-        let response = request.send().await.context("download: cannot reach storage")?;
+        let response = request
+            .send()
+            .await
+            .context("download: cannot reach storage")?;
         if !response.status().is_success() {
             return Err(failure("download", response).await);
         }

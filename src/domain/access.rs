@@ -142,31 +142,60 @@ mod tests {
     fn a_device_owns_its_root_and_reads_shared() {
         let me = device("acme", "dev-1");
         let mine = Root::Device(d("dev-1"));
-        for op in [Operation::Read, Operation::Write, Operation::Delete, Operation::List] {
+        for op in [
+            Operation::Read,
+            Operation::Write,
+            Operation::Delete,
+            Operation::List,
+        ] {
             assert_eq!(me.may(op, &t("acme"), &mine), Decision::Allow);
         }
-        assert_eq!(me.may(Operation::Read, &t("acme"), &Root::Shared), Decision::Allow);
-        assert_eq!(me.may(Operation::Write, &t("acme"), &Root::Shared), Decision::Forbidden);
-        assert_eq!(me.may(Operation::Delete, &t("acme"), &Root::Shared), Decision::Forbidden);
+        assert_eq!(
+            me.may(Operation::Read, &t("acme"), &Root::Shared),
+            Decision::Allow
+        );
+        assert_eq!(
+            me.may(Operation::Write, &t("acme"), &Root::Shared),
+            Decision::Forbidden
+        );
+        assert_eq!(
+            me.may(Operation::Delete, &t("acme"), &Root::Shared),
+            Decision::Forbidden
+        );
     }
 
     #[test]
     fn others_are_hidden() {
         let me = device("acme", "dev-1");
         let other = Root::Device(d("dev-2"));
-        assert_eq!(me.may(Operation::Read, &t("acme"), &other), Decision::Hidden);
-        assert_eq!(me.may(Operation::Read, &t("globex"), &Root::Shared), Decision::Hidden);
+        assert_eq!(
+            me.may(Operation::Read, &t("acme"), &other),
+            Decision::Hidden
+        );
+        assert_eq!(
+            me.may(Operation::Read, &t("globex"), &Root::Shared),
+            Decision::Hidden
+        );
         let svc = Identity {
             tenant: t("acme"),
             principal: Principal::Service(ServiceName::parse("fleet").unwrap()),
         };
-        assert_eq!(svc.may(Operation::Delete, &t("acme"), &other), Decision::Allow);
-        assert_eq!(svc.may(Operation::Read, &t("globex"), &other), Decision::Hidden);
+        assert_eq!(
+            svc.may(Operation::Delete, &t("acme"), &other),
+            Decision::Allow
+        );
+        assert_eq!(
+            svc.may(Operation::Read, &t("globex"), &other),
+            Decision::Hidden
+        );
     }
 
     #[test]
     fn resources_name_the_root() {
-        assert_eq!(Root::Device(d("dev-1")).resource(&t("acme")), "acme/devices/dev-1");
+        assert_eq!(
+            Root::Device(d("dev-1")).resource(&t("acme")),
+            "acme/devices/dev-1"
+        );
         assert_eq!(Root::Shared.resource(&t("acme")), "acme/shared");
     }
 }

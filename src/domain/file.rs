@@ -173,7 +173,9 @@ impl FileMetadata {
                 ));
             }
             if has_control(v) {
-                return Err(format!("metadata value of {k:?} contains control characters"));
+                return Err(format!(
+                    "metadata value of {k:?} contains control characters"
+                ));
             }
             total += k.len() + v.len();
         }
@@ -232,7 +234,10 @@ mod tests {
 
     #[test]
     fn names_refuse_controls_and_extremes() {
-        assert!(FileName::parse("../../etc/passwd").is_ok(), "names are metadata only");
+        assert!(
+            FileName::parse("../../etc/passwd").is_ok(),
+            "names are metadata only"
+        );
         assert!(FileName::parse("").is_err());
         assert!(FileName::parse("a\u{0}b").is_err());
         assert!(FileName::parse(&"a".repeat(1025)).is_err());

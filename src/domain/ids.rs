@@ -14,9 +14,8 @@ pub struct IdError {
 const MAX_ID_LEN: usize = 128;
 
 fn check_id(what: &'static str, s: &str) -> Result<(), IdError> {
-    let ok = !s.is_empty()
-        && s.len() <= MAX_ID_LEN
-        && !s.chars().any(|c| c == '/' || c.is_control());
+    let ok =
+        !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(|c| c == '/' || c.is_control());
     if ok {
         Ok(())
     } else {

@@ -5,6 +5,8 @@ mod file;
 mod ids;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
-pub use file::{object_key, ContentType, File, FileMetadata, FileName, FileStatus, NewFile, MAX_METADATA_BYTES};
+pub use file::{
+    object_key, ContentType, File, FileMetadata, FileName, FileStatus, NewFile, MAX_METADATA_BYTES,
+};
 pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
 pub use valet_backends::{ObjectKey, Sha256};

@@ -13,8 +13,8 @@ use diesel::result::Error as DieselError;
 use crate::domain::{File, FileId, FileStatus, Root, TenantId};
 use crate::events::{file_event, EventKind};
 use db::{DbConnection, DbPool};
-use rows::{FileRow, NewOutboxRow};
 pub use rows::OutboxEntry;
+use rows::{FileRow, NewOutboxRow};
 use schema::{files, outbox};
 
 /// Owns the database pool; run it in a `SyncArbiter` with one thread per connection.
@@ -313,7 +313,11 @@ impl Handler<MarkDeleted> for MetadataStore {
     fn handle(&mut self, msg: MarkDeleted, _: &mut Self::Context) -> Self::Result {
         self.transition(
             msg.0,
-            &[FileStatus::Uploaded, FileStatus::Pending, FileStatus::Rejected],
+            &[
+                FileStatus::Uploaded,
+                FileStatus::Pending,
+                FileStatus::Rejected,
+            ],
             FileStatus::Deleted,
             // Only an uploaded file was ever announced, so only its deletion is news.
             |previous| (previous == FileStatus::Uploaded).then_some(EventKind::Deleted),

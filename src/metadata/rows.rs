@@ -118,7 +118,10 @@ impl FileRow {
             size: u64::try_from(self.size).map_err(|_| bad("size"))?,
             sha256: Sha256::parse_hex(&self.sha256).map_err(|_| bad("sha256"))?,
             content_type: self.content_type,
-            status: self.status.parse::<FileStatus>().map_err(|_| bad("status"))?,
+            status: self
+                .status
+                .parse::<FileStatus>()
+                .map_err(|_| bad("status"))?,
             backend: self.backend,
             metadata: serde_json::from_str::<BTreeMap<String, String>>(&self.metadata)
                 .map_err(|_| bad("metadata"))?,

@@ -26,7 +26,9 @@ fn data_plane_error(e: DataPlaneError) -> ApiError {
             ErrorCode::Forbidden,
             "the signature does not match this request",
         ),
-        DataPlaneError::Expired => ApiError::new(ErrorCode::Forbidden, "the signed URL has expired"),
+        DataPlaneError::Expired => {
+            ApiError::new(ErrorCode::Forbidden, "the signed URL has expired")
+        }
         e @ DataPlaneError::SizeMismatch { .. } => {
             ApiError::new(ErrorCode::SizeMismatch, format!("{e}; nothing was stored"))
         }

@@ -22,7 +22,8 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| s.to_owned())
 }
 

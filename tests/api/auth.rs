@@ -13,7 +13,9 @@ use crate::helpers::{assert_problem, body_of, sha256_hex, spawn_app};
 
 fn attenuate(app: &crate::helpers::TestApp, token: &str, code: &str) -> String {
     let biscuit = Biscuit::from_base64(token, app.root_key.keypair.public()).unwrap();
-    let block = biscuit_auth::builder::BlockBuilder::new().code(code).unwrap();
+    let block = biscuit_auth::builder::BlockBuilder::new()
+        .code(code)
+        .unwrap();
     biscuit.append(block).unwrap().to_base64().unwrap()
 }
 
@@ -33,7 +35,12 @@ async fn other_devices_and_tenants_see_not_found() {
         assert_problem(app.download(token, id).await, 404, "not_found").await;
         assert_problem(app.delete(token, id).await, 404, "not_found").await;
     }
-    assert_problem(app.list(&neighbour, "device_id=dev-1").await, 404, "not_found").await;
+    assert_problem(
+        app.list(&neighbour, "device_id=dev-1").await,
+        404,
+        "not_found",
+    )
+    .await;
     let theirs: serde_json::Value = app.list(&stranger, "").await.json().await.unwrap();
     assert_eq!(theirs["files"], json!([]));
     // Still there for its owner.
@@ -52,7 +59,10 @@ async fn a_read_only_attenuation_is_enforced() {
     assert_eq!(app.download(&read_only, id).await.status().as_u16(), 200);
     assert_problem(app.delete(&read_only, id).await, 403, "forbidden").await;
     let create = app
-        .create(&read_only, json!({"name": "x", "size": 1, "sha256": sha256_hex(b"x")}))
+        .create(
+            &read_only,
+            json!({"name": "x", "size": 1, "sha256": sha256_hex(b"x")}),
+        )
         .await;
     assert_problem(create, 403, "forbidden").await;
     assert_problem(app.list(&read_only, "").await, 403, "forbidden").await;
@@ -67,7 +77,12 @@ async fn a_token_narrowed_to_one_file_reaches_only_that_file() {
     let a_id = a["id"].as_str().unwrap();
     let narrowed = attenuate(&app, &token, &format!(r#"check if file("{a_id}");"#));
     assert_eq!(app.get_file(&narrowed, a_id).await.status().as_u16(), 200);
-    assert_problem(app.get_file(&narrowed, b["id"].as_str().unwrap()).await, 403, "forbidden").await;
+    assert_problem(
+        app.get_file(&narrowed, b["id"].as_str().unwrap()).await,
+        403,
+        "forbidden",
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -118,7 +133,10 @@ async fn tokens_from_untrusted_or_unknown_keys_are_unauthenticated() {
     let unknown = RootKey::generate(Some(999));
     let token = token::mint(&unknown, &tenant, &device, Duration::from_secs(60)).unwrap();
     let problem = assert_problem(app.list(&token, "").await, 401, "unauthenticated").await;
-    assert!(problem["detail"].as_str().unwrap().contains("does not trust"));
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("does not trust"));
 }
 
 #[actix_web::test]
@@ -129,7 +147,12 @@ async fn attenuation_blocks_cannot_change_the_identity() {
     // dev-2 appends a block claiming to be dev-1: facts of later blocks are not trusted.
     let token = app.device_token("acme", "dev-2");
     let claimed = attenuate(&app, &token, r#"device("dev-1");"#);
-    assert_problem(app.get_file(&claimed, file["id"].as_str().unwrap()).await, 404, "not_found").await;
+    assert_problem(
+        app.get_file(&claimed, file["id"].as_str().unwrap()).await,
+        404,
+        "not_found",
+    )
+    .await;
 
     // An authority block naming both a device and a service is refused.
     let both = Biscuit::builder()

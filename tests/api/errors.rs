@@ -38,15 +38,51 @@ async fn malformed_bodies_are_4xx_problems() {
             .body(body)
             .send()
     };
-    assert_problem(post(b"{not json".to_vec(), "application/json").await.unwrap(), 400, "invalid_request").await;
-    assert_problem(post(valid_body().to_string().into_bytes(), "text/plain").await.unwrap(), 415, "unsupported_media_type").await;
-    let huge = json!({"name": "a", "size": 1, "sha256": sha256_hex(b"a"), "pad": "x".repeat(70_000)});
-    assert_problem(post(huge.to_string().into_bytes(), "application/json").await.unwrap(), 413, "payload_too_large").await;
+    assert_problem(
+        post(b"{not json".to_vec(), "application/json")
+            .await
+            .unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_problem(
+        post(valid_body().to_string().into_bytes(), "text/plain")
+            .await
+            .unwrap(),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    let huge =
+        json!({"name": "a", "size": 1, "sha256": sha256_hex(b"a"), "pad": "x".repeat(70_000)});
+    assert_problem(
+        post(huge.to_string().into_bytes(), "application/json")
+            .await
+            .unwrap(),
+        413,
+        "payload_too_large",
+    )
+    .await;
     let mut unknown = valid_body();
     unknown["colour"] = json!("red");
     assert_problem(app.create(&token, unknown).await, 400, "invalid_request").await;
-    assert_problem(app.create(&token, json!({"name": "a"})).await, 400, "invalid_request").await;
-    assert_problem(app.create(&token, json!({"name": "a", "size": -1, "sha256": sha256_hex(b"")})).await, 400, "invalid_request").await;
+    assert_problem(
+        app.create(&token, json!({"name": "a"})).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_problem(
+        app.create(
+            &token,
+            json!({"name": "a", "size": -1, "sha256": sha256_hex(b"")}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -75,9 +111,20 @@ async fn invalid_fields_are_invalid_requests() {
         assert_eq!(response.status().as_u16(), 400, "{body}");
         assert_problem(response, 400, "invalid_request").await;
     }
-    assert_problem(app.create(&token, with("size", json!(1025))).await, 413, "payload_too_large").await;
+    assert_problem(
+        app.create(&token, with("size", json!(1025))).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
     // The limit itself is accepted.
-    assert_eq!(app.create(&token, with("size", json!(1024))).await.status().as_u16(), 201);
+    assert_eq!(
+        app.create(&token, with("size", json!(1024)))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
 }
 
 #[actix_web::test]
@@ -90,7 +137,10 @@ async fn names_are_metadata_and_never_reach_storage_paths() {
         .await;
     assert_eq!(file["name"], "../../../../etc/passwd");
     for path in app.stored_objects() {
-        assert!(path.starts_with(app.data_dir.path().join("objects")), "{path:?}");
+        assert!(
+            path.starts_with(app.data_dir.path().join("objects")),
+            "{path:?}"
+        );
         assert!(!path.to_string_lossy().contains("passwd"));
     }
     assert_eq!(app.fetch(&token, file["id"].as_str().unwrap()).await, bytes);
@@ -103,15 +153,33 @@ async fn roots_must_be_named_correctly() {
     let service = app.service_token("acme", "fleet");
     let mut other_device = valid_body();
     other_device["device_id"] = json!("dev-7");
-    assert_problem(app.create(&device, other_device.clone()).await, 403, "forbidden").await;
-    assert_problem(app.create(&service, valid_body()).await, 400, "invalid_request").await;
+    assert_problem(
+        app.create(&device, other_device.clone()).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_problem(
+        app.create(&service, valid_body()).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     let mut both = other_device.clone();
     both["shared"] = json!(true);
     assert_problem(app.create(&service, both).await, 400, "invalid_request").await;
     let mut bad_device = valid_body();
     bad_device["device_id"] = json!("a/b");
-    assert_problem(app.create(&service, bad_device).await, 400, "invalid_request").await;
-    assert_eq!(app.create(&service, other_device).await.status().as_u16(), 201);
+    assert_problem(
+        app.create(&service, bad_device).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_eq!(
+        app.create(&service, other_device).await.status().as_u16(),
+        201
+    );
 }
 
 #[actix_web::test]
@@ -124,7 +192,14 @@ async fn unknown_files_and_bad_queries() {
     assert_problem(app.download(&token, &unknown).await, 404, "not_found").await;
     assert_problem(app.delete(&token, &unknown).await, 404, "not_found").await;
     assert_problem(app.get_file(&token, "not-a-uuid").await, 404, "not_found").await;
-    for query in ["limit=0", "limit=1001", "limit=x", "cursor=garbage", "status=lost", "device_id=dev-42&shared=true"] {
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=garbage",
+        "status=lost",
+        "device_id=dev-42&shared=true",
+    ] {
         let response = app.list(&token, query).await;
         assert_eq!(response.status().as_u16(), 400, "{query}");
         assert_problem(response, 400, "invalid_request").await;

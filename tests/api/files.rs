@@ -58,10 +58,19 @@ async fn a_device_uploads_lists_downloads_and_deletes_a_file() {
     let response = app.send_signed(&signed, Vec::new()).await;
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-tar");
-    let disposition = response.headers()["content-disposition"].to_str().unwrap().to_owned();
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(disposition.starts_with("attachment"), "{disposition}");
-    assert!(disposition.contains("filename*=UTF-8''logs%2F2026"), "{disposition}");
-    assert!(disposition.contains(r#"filename="logs_2026-11-23.tar""#), "{disposition}");
+    assert!(
+        disposition.contains("filename*=UTF-8''logs%2F2026"),
+        "{disposition}"
+    );
+    assert!(
+        disposition.contains(r#"filename="logs_2026-11-23.tar""#),
+        "{disposition}"
+    );
     assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);
 
     let deleted = app.delete(&token, &id).await;
@@ -71,7 +80,11 @@ async fn a_device_uploads_lists_downloads_and_deletes_a_file() {
     let listed: Value = app.list(&token, "").await.json().await.unwrap();
     assert_eq!(listed["files"], json!([]));
     assert_problem(app.download(&token, &id).await, 409, "not_uploaded").await;
-    assert!(app.stored_objects().is_empty(), "{:?}", app.stored_objects());
+    assert!(
+        app.stored_objects().is_empty(),
+        "{:?}",
+        app.stored_objects()
+    );
     // The old download URL no longer finds anything.
     assert_problem(app.send_signed(&signed, Vec::new()).await, 404, "not_found").await;
 
@@ -121,7 +134,10 @@ async fn concurrent_completes_make_one_transition_and_one_event() {
     let bytes = body_of(4096);
     let created = app.create_ok(&token, &bytes, json!({})).await;
     let id = created["file"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(app.send_signed(&created["upload"], bytes).await.status(), 200);
+    assert_eq!(
+        app.send_signed(&created["upload"], bytes).await.status(),
+        200
+    );
 
     let answers = futures_util::future::join_all((0..20).map(|_| app.complete(&token, &id))).await;
     let mut uploaded_at = Vec::new();
@@ -158,14 +174,25 @@ async fn download_can_redirect() {
     let file = app.upload(&token, &bytes, json!({})).await;
     let response = app
         .client
-        .get(app.url(&format!("/v1/files/{}/download?redirect=true", file["id"].as_str().unwrap())))
+        .get(app.url(&format!(
+            "/v1/files/{}/download?redirect=true",
+            file["id"].as_str().unwrap()
+        )))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 307);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let body = app.client.get(location).send().await.unwrap().bytes().await.unwrap();
+    let body = app
+        .client
+        .get(location)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(body.to_vec(), bytes);
 }
 
@@ -193,9 +220,19 @@ async fn listing_pages_newest_first_with_a_cursor() {
     }
     assert_eq!(seen, ids);
 
-    let pending: Value = app.list(&token, "status=pending&limit=1000").await.json().await.unwrap();
+    let pending: Value = app
+        .list(&token, "status=pending&limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(pending["files"].as_array().unwrap().len(), 5);
-    let uploaded: Value = app.list(&token, "status=uploaded").await.json().await.unwrap();
+    let uploaded: Value = app
+        .list(&token, "status=uploaded")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(uploaded["files"], json!([]));
 }
 
@@ -206,9 +243,17 @@ async fn a_service_writes_device_and_shared_roots_and_devices_read_shared() {
     let device = app.device_token("acme", "dev-42");
 
     let update = body_of(2048);
-    let shared = app.upload(&service, &update, json!({"shared": true, "name": "update.bin"})).await;
+    let shared = app
+        .upload(
+            &service,
+            &update,
+            json!({"shared": true, "name": "update.bin"}),
+        )
+        .await;
     assert!(shared["device_id"].is_null());
-    let for_device = app.upload(&service, &body_of(99), json!({"device_id": "dev-42"})).await;
+    let for_device = app
+        .upload(&service, &body_of(99), json!({"device_id": "dev-42"}))
+        .await;
     assert_eq!(for_device["device_id"], "dev-42");
 
     // The device reads the shared file and its own, and lists both roots.
@@ -222,14 +267,22 @@ async fn a_service_writes_device_and_shared_roots_and_devices_read_shared() {
     // …but may not change the shared root.
     assert_problem(app.delete(&device, shared_id).await, 403, "forbidden").await;
     let attempt = app
-        .create(&device, json!({"name": "x", "size": 1, "sha256": sha256_hex(b"x"), "shared": true}))
+        .create(
+            &device,
+            json!({"name": "x", "size": 1, "sha256": sha256_hex(b"x"), "shared": true}),
+        )
         .await;
     assert_problem(attempt, 403, "forbidden").await;
 
     // The service sees the whole tenant, or one root.
     let all: Value = app.list(&service, "").await.json().await.unwrap();
     assert_eq!(all["files"].as_array().unwrap().len(), 2);
-    let one: Value = app.list(&service, "device_id=dev-42").await.json().await.unwrap();
+    let one: Value = app
+        .list(&service, "device_id=dev-42")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["files"], json!([for_device]));
     assert_eq!(app.delete(&service, shared_id).await.status().as_u16(), 204);
 }

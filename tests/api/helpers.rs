@@ -28,8 +28,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let root_key = RootKey::generate(Some(1));
-    let mut settings = Settings::default();
-    settings.data_dir = data_dir.path().to_path_buf();
+    let mut settings = Settings {
+        data_dir: data_dir.path().to_path_buf(),
+        ..Settings::default()
+    };
     settings.server.bind = "127.0.0.1:0".into();
     settings.server.workers = Some(2);
     settings.database.pool_size = 4;
@@ -149,10 +151,9 @@ impl TestApp {
 
     /// Sends exactly the method, URL and headers valet returned, with `body`.
     pub async fn send_signed(&self, signed: &Value, body: Vec<u8>) -> reqwest::Response {
-        let method = reqwest::Method::from_bytes(
-            signed["method"].as_str().expect("method").as_bytes(),
-        )
-        .expect("method");
+        let method =
+            reqwest::Method::from_bytes(signed["method"].as_str().expect("method").as_bytes())
+                .expect("method");
         let mut request = self
             .client
             .request(method, signed["url"].as_str().expect("url"));

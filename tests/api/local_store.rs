@@ -10,7 +10,9 @@ use crate::helpers::{assert_problem, body_of, spawn_app, TestApp};
 /// The object key inside a signed URL.
 fn key_of(upload: &Value) -> String {
     let url = url::Url::parse(upload["url"].as_str().unwrap()).unwrap();
-    url.path().trim_start_matches("/v1/objects/local/").to_owned()
+    url.path()
+        .trim_start_matches("/v1/objects/local/")
+        .to_owned()
 }
 
 fn with_url(signed: &Value, url: String) -> Value {
@@ -21,12 +23,19 @@ fn with_url(signed: &Value, url: String) -> Value {
 
 fn without_content_length(signed: &Value) -> Value {
     let mut copy = signed.clone();
-    copy["headers"].as_object_mut().unwrap().remove("content-length");
+    copy["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content-length");
     copy
 }
 
 async fn assert_nothing_stored(app: &TestApp, token: &str, id: &str) {
-    assert!(app.stored_objects().is_empty(), "{:?}", app.stored_objects());
+    assert!(
+        app.stored_objects().is_empty(),
+        "{:?}",
+        app.stored_objects()
+    );
     assert_problem(app.complete(token, id).await, 409, "upload_missing").await;
 }
 
@@ -50,7 +59,12 @@ async fn a_short_long_or_corrupted_body_is_refused_and_nothing_is_stored() {
 
     let mut flipped = bytes.clone();
     flipped[500] ^= 0x01;
-    assert_problem(app.send_signed(&upload, flipped).await, 422, "checksum_mismatch").await;
+    assert_problem(
+        app.send_signed(&upload, flipped).await,
+        422,
+        "checksum_mismatch",
+    )
+    .await;
     assert_nothing_stored(&app, &token, id).await;
 
     // A body streamed without a length is counted as it arrives.
@@ -73,7 +87,10 @@ async fn a_short_long_or_corrupted_body_is_refused_and_nothing_is_stored() {
     assert_nothing_stored(&app, &token, id).await;
 
     // The right bytes still go through afterwards.
-    assert_eq!(app.send_signed(&created["upload"], bytes).await.status(), 200);
+    assert_eq!(
+        app.send_signed(&created["upload"], bytes).await.status(),
+        200
+    );
     assert_eq!(app.complete(&token, id).await.status(), 200);
 }
 
@@ -97,19 +114,40 @@ async fn tampered_urls_are_forbidden() {
         format!("{url}&size=100"),
     ];
     for bad in tampered {
-        let response = app.send_signed(&with_url(upload, bad.clone()), bytes.clone()).await;
+        let response = app
+            .send_signed(&with_url(upload, bad.clone()), bytes.clone())
+            .await;
         assert_eq!(response.status().as_u16(), 403, "{bad}");
         assert_problem(response, 403, "forbidden").await;
     }
     // A download URL is not an upload URL.
     let file = app.upload(&token, &body_of(7), json!({})).await;
-    let signed: Value = app.download(&token, file["id"].as_str().unwrap()).await.json().await.unwrap();
+    let signed: Value = app
+        .download(&token, file["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
     let mut as_put = signed.clone();
     as_put["method"] = json!("PUT");
     assert_problem(app.send_signed(&as_put, body_of(7)).await, 403, "forbidden").await;
-    let get_tampered = with_url(&signed, signed["url"].as_str().unwrap().replace("filename=", "filename=x"));
-    assert_problem(app.send_signed(&get_tampered, Vec::new()).await, 403, "forbidden").await;
-    assert!(!app.stored_objects().iter().any(|p| p.to_string_lossy().contains(&other_key)));
+    let get_tampered = with_url(
+        &signed,
+        signed["url"]
+            .as_str()
+            .unwrap()
+            .replace("filename=", "filename=x"),
+    );
+    assert_problem(
+        app.send_signed(&get_tampered, Vec::new()).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert!(!app
+        .stored_objects()
+        .iter()
+        .any(|p| p.to_string_lossy().contains(&other_key)));
 }
 
 #[actix_web::test]

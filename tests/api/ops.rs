@@ -10,8 +10,19 @@ async fn health_and_readiness() {
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
     assert!(health.headers().contains_key("x-request-id"));
-    let ready: Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready, json!({"status": "ready", "checks": {"database": "ok", "storage:local": "ok"}}));
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "checks": {"database": "ok", "storage:local": "ok"}})
+    );
 }
 
 #[actix_web::test]
@@ -47,10 +58,24 @@ async fn metrics_count_requests_and_file_operations() {
     let app = spawn_app().await;
     let token = app.device_token("metrics-tenant", "dev-m");
     app.upload(&token, &body_of(10), json!({})).await;
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("valet_http_requests_total"), "{text}");
-    assert!(text.contains("valet_http_request_duration_seconds_bucket"), "{text}");
-    assert!(text.contains(r#"route="/v1/files/{id}/complete""#), "{text}");
+    assert!(
+        text.contains("valet_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/v1/files/{id}/complete""#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"valet_file_operations_total{operation="complete",tenant="metrics-tenant",device="dev-m"} 1"#),
         "{text}"
@@ -61,13 +86,38 @@ async fn metrics_count_requests_and_file_operations() {
 #[actix_web::test]
 async fn the_api_is_described() {
     let app = spawn_app().await;
-    let spec: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/files", "/v1/files/{id}", "/v1/files/{id}/complete", "/v1/files/{id}/download", "/healthz", "/readyz"] {
+    for path in [
+        "/v1/files",
+        "/v1/files/{id}",
+        "/v1/files/{id}/complete",
+        "/v1/files/{id}/download",
+        "/healthz",
+        "/readyz",
+    ] {
         assert!(spec["paths"][path].is_object(), "{path} missing");
     }
-    for schema in ["File", "CreateFileBody", "CreatedUpload", "FileList", "Problem", "ErrorCode"] {
-        assert!(spec["components"]["schemas"][schema].is_object(), "{schema} missing");
+    for schema in [
+        "File",
+        "CreateFileBody",
+        "CreatedUpload",
+        "FileList",
+        "Problem",
+        "ErrorCode",
+    ] {
+        assert!(
+            spec["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
     }
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
     let docs = app.client.get(app.url("/docs/")).send().await.unwrap();

@@ -145,7 +145,9 @@ impl LocalBackend {
             let mut segments = url.path_segments_mut().map_err(|_| {
                 BackendError::Config(format!("public URL {} cannot be a base", self.public_url))
             })?;
-            segments.pop_if_empty().extend(["v1", "objects", &self.name]);
+            segments
+                .pop_if_empty()
+                .extend(["v1", "objects", &self.name]);
             segments.extend(key.as_str().split('/'));
         }
         Ok(url)
@@ -199,7 +201,10 @@ impl LocalBackend {
             content_type,
             filename,
         };
-        if !self.signer.verify_download(&claims, params.get("signature")?) {
+        if !self
+            .signer
+            .verify_download(&claims, params.get("signature")?)
+        {
             return Err(DataPlaneError::BadSignature);
         }
         if now.timestamp() > expires {
