@@ -261,7 +261,11 @@ impl Settings {
         }
         figment = figment.merge(
             Env::prefixed("VALET_")
-                .filter(|key| !NON_CONFIG_ENV.contains(&key.as_str()))
+                .filter(|key| {
+                    !NON_CONFIG_ENV
+                        .iter()
+                        .any(|name| key.as_str().eq_ignore_ascii_case(name))
+                })
                 .split("__"),
         );
         let settings: Settings = figment.extract().context("invalid configuration")?;
@@ -450,6 +454,24 @@ mod tests {
         assert_eq!(s.database_url(), "sqlite://./valet-data/valet.db");
         assert_eq!(s.backend_for_tenant("acme"), "local");
         assert!(s.auth.dev_key);
+    }
+
+    #[test]
+    // figment's Jail fixes the closure's error type.
+    #[allow(clippy::result_large_err)]
+    fn environment_overrides_the_file_and_client_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("valet.toml", "[server]\nbind = \"127.0.0.1:1\"\n")?;
+            jail.set_env("VALET_SERVER__BIND", "127.0.0.1:2");
+            jail.set_env("VALET_CONFIG", "valet.toml");
+            jail.set_env("VALET_TOKEN", "secret");
+            jail.set_env("VALET_API_URL", "http://x");
+            let s = Settings::load(Some(Path::new("valet.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.bind, "127.0.0.1:2");
+            jail.set_env("VALET_SERVRE__BIND", "typo");
+            assert!(Settings::load(None).is_err(), "unknown options are refused");
+            Ok(())
+        });
     }
 
     #[test]

@@ -76,11 +76,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Kind of store (`local`, `s3`, `azblob`), used in records and events.
     fn kind(&self) -> &'static str;
 
-    /// Bucket or container the objects live in, when the store has one.
-    fn container(&self) -> Option<&str> {
-        None
-    }
-
     /// Signs a PUT that stores exactly the described object.
     fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError>;
 

@@ -110,16 +110,6 @@ impl TrustedKeys {
         }
         Ok(())
     }
-
-    /// Number of trusted keys.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no key is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl RootKeyProvider for TrustedKeys {

@@ -193,25 +193,6 @@ impl FileMetadata {
     }
 }
 
-/// A validated request to create an upload.
-#[derive(Debug, Clone)]
-pub struct NewFile {
-    /// Owning tenant.
-    pub tenant: TenantId,
-    /// Root it goes to.
-    pub root: Root,
-    /// Display name.
-    pub name: FileName,
-    /// Exact length.
-    pub size: u64,
-    /// Declared digest.
-    pub sha256: Sha256,
-    /// Media type.
-    pub content_type: ContentType,
-    /// Caller metadata.
-    pub metadata: FileMetadata,
-}
-
 /// The object key of a file: `{tenant-key}/{root-key}/{file-id}`, where the first two
 /// are digests, so nothing in a bucket listing names a tenant, device or file.
 pub fn object_key(tenant: &TenantId, root: &Root, id: &FileId) -> ObjectKey {

@@ -6,7 +6,7 @@ mod ids;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
 pub use file::{
-    object_key, ContentType, File, FileMetadata, FileName, FileStatus, NewFile, MAX_METADATA_BYTES,
+    object_key, ContentType, File, FileMetadata, FileName, FileStatus, MAX_METADATA_BYTES,
 };
 pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
 pub use valet_backends::{ObjectKey, Sha256};

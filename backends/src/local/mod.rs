@@ -125,11 +125,6 @@ impl LocalBackend {
         })
     }
 
-    /// The directory objects live in.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn object_path(&self, key: &ObjectKey) -> PathBuf {
         // ObjectKey segments are never empty, `.` or `..`, so this stays under root.
         self.root.join(key.as_str())
