@@ -245,6 +245,11 @@ impl Cli {
             Command::Events(EventsCommand::List { all, limit }) => {
                 let settings = Settings::load(self.config.as_deref())?;
                 let url = settings.database_url();
+                if let Some(path) = url.strip_prefix("sqlite://") {
+                    if !std::path::Path::new(path).exists() {
+                        bail!("no database at {path}: start `valet serve` (or run `valet migrate`) first");
+                    }
+                }
                 let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
                 let pool = actix_web::web::block(move || db::connect(&url, 1, timeout)).await??;
                 let source = settings.event_source();
@@ -258,7 +263,12 @@ impl Cli {
                     .await
                     .context("metadata store stopped")??;
                 for entry in entries {
-                    println!("{}", serde_json::to_string(&entry)?);
+                    // Show the event itself as JSON, not as a string inside JSON.
+                    let mut line = serde_json::to_value(&entry)?;
+                    if let Ok(event) = serde_json::from_str::<serde_json::Value>(&entry.payload) {
+                        line["payload"] = event;
+                    }
+                    println!("{line}");
                 }
             }
             Command::Upload(args) => {

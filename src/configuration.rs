@@ -350,10 +350,12 @@ impl Settings {
             bail!("auth.dev_key is off and auth.trusted_keys is empty: no token could ever be accepted");
         }
         let url = self.database_url();
-        if !(url.starts_with("sqlite://")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Never echo the URL: it may hold a password.
+            if url::Url::parse(&url).is_err() {
+                bail!("database.url is not a valid postgres:// URL");
+            }
+        } else if !url.starts_with("sqlite://") {
             bail!("database.url must start with sqlite:// or postgres://");
         }
         Ok(())
@@ -433,15 +435,34 @@ impl Settings {
     }
 }
 
-/// Replaces the password of a URL (if any) with `[redacted]`.
+/// Hides the passwords of a database URL: the userinfo password and libpq's
+/// `password=` / `sslpassword=` query parameters. A URL that does not parse is
+/// hidden whole, since where its password is cannot be known.
 fn redact_url_password(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("[redacted]"));
-            url.to_string()
-        }
-        _ => raw.to_owned(),
+    const HIDDEN: &str = "REDACTED";
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "[unparseable URL hidden]".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some(HIDDEN));
     }
+    let secret_param =
+        |k: &str| k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+    if url.query_pairs().any(|(k, _)| secret_param(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_param(&k) {
+                    HIDDEN.into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 #[cfg(test)]
@@ -496,6 +517,11 @@ mod tests {
         );
         let out = s.finish().unwrap().to_redacted_toml().unwrap();
         assert!(!out.contains("hunter2"));
+        assert!(
+            redact_url_password("postgres://u@h/d?sslmode=require&password=p4ss")
+                .ends_with("password=REDACTED")
+        );
+        assert!(!redact_url_password("postgres://u:p4ss@h:5x/d").contains("p4ss"));
         assert!(!out.contains(&"x".repeat(40)));
         assert!(out.contains("[redacted]"));
     }

@@ -212,7 +212,13 @@ impl ApiClient {
         if !response.status().is_success() {
             return Err(failure("download", response).await);
         }
-        let part = output.with_extension("part");
+        // A unique hidden name beside the target, so nothing the user has is touched.
+        let file_name = output
+            .file_name()
+            .context("the output path has no file name")?
+            .to_string_lossy()
+            .into_owned();
+        let part = output.with_file_name(format!(".{file_name}.{}.part", uuid::Uuid::new_v4()));
         let mut out = tokio::fs::File::create(&part)
             .await
             .with_context(|| format!("cannot create {}", part.display()))?;
