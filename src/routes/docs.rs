@@ -5,7 +5,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{files, health};
+use super::{files, health, objects};
 
 /// The OpenAPI description of valet's HTTP API.
 #[derive(OpenApi)]
@@ -15,6 +15,7 @@ use super::{files, health};
     paths(
         files::create_file, files::list_files, files::get_file, files::complete_file,
         files::download_file, files::delete_file,
+        objects::put_object, objects::get_object,
         health::healthz, health::readyz, health::render_metrics,
     ),
     components(schemas(
@@ -25,6 +26,7 @@ use super::{files, health};
     modifiers(&BearerAuth),
     tags(
         (name = "files", description = "Uploads, downloads and file metadata"),
+        (name = "local storage", description = "The local backend's data plane, authorized by URL signatures"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

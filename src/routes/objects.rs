@@ -57,7 +57,25 @@ fn local_backend<'a>(
     })
 }
 
-async fn put_object(
+/// Upload bytes with a signed URL from `POST /v1/files` (local backend only).
+#[utoipa::path(
+    put, path = "/v1/objects/{backend}/{key}", tag = "local storage",
+    params(
+        ("backend" = String, Path, description = "Local backend name"),
+        ("key" = String, Path, description = "Object key (from the signed URL)"),
+        ("expires" = i64, Query, description = "Expiry, Unix seconds (signed)"),
+        ("size" = u64, Query, description = "Exact body length (signed)"),
+        ("sha256" = String, Query, description = "Body SHA-256, hex (signed)"),
+        ("signature" = String, Query, description = "HMAC-SHA256 signature"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Stored: the body had exactly the signed length and digest"),
+        (status = 403, description = "forbidden: tampered, foreign or expired URL", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "size_mismatch or checksum_mismatch; nothing stored", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_object(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     body: web::Payload,
@@ -84,7 +102,24 @@ async fn put_object(
     Ok(HttpResponse::Ok().finish())
 }
 
-async fn get_object(
+/// Download bytes with a signed URL from `GET /v1/files/{id}/download` (local backend only).
+#[utoipa::path(
+    get, path = "/v1/objects/{backend}/{key}", tag = "local storage",
+    params(
+        ("backend" = String, Path, description = "Local backend name"),
+        ("key" = String, Path, description = "Object key (from the signed URL)"),
+        ("expires" = i64, Query, description = "Expiry, Unix seconds (signed)"),
+        ("content_type" = String, Query, description = "Response Content-Type (signed)"),
+        ("filename" = String, Query, description = "Content-Disposition file name (signed)"),
+        ("signature" = String, Query, description = "HMAC-SHA256 signature"),
+    ),
+    responses(
+        (status = 200, description = "The object", content_type = "application/octet-stream"),
+        (status = 403, description = "forbidden: tampered or expired URL", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: the object is gone", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_object(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     service: web::Data<FileService>,
