@@ -1,24 +1,60 @@
 #!/usr/bin/env bash
-# Runs everything CI runs: formatting, lints, and the whole test suite.
+# Runs everything CI runs: formatting, lints, and the whole test suite, the API
+# tests once on the embedded default (SQLite) and once more on PostgreSQL.
 # Usage: scripts/test.sh            (from anywhere inside the repository)
+#
+# PostgreSQL: set TEST_POSTGRES_URL to an admin URL of your own server, or let this
+# script find (and, as root, install and start) one on 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cargo >/dev/null; then
-  echo "cargo is not installed: install the Rust toolchain (https://rustup.rs)" >&2
-  exit 1
-fi
-for component in rustfmt clippy; do
-  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
-    rustup component add "$component"
-  fi
-done
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-echo "==> cargo fmt --check"
+command -v cargo >/dev/null || die "cargo is not installed: install the Rust toolchain (https://rustup.rs)"
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+}
+
+# Prints a working admin URL for a local PostgreSQL, starting or installing it first.
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    say "installing PostgreSQL (apt-get install postgresql)" >&2
+    as_root apt-get update -qq >&2 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 \
+      || die "PostgreSQL is missing and could not be installed: apt-get install postgresql, or set TEST_POSTGRES_URL"
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    say "starting PostgreSQL $version" >&2
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 \
+      || die "cannot start PostgreSQL: pg_ctlcluster $version main start"
+    for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+    pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not come up on 127.0.0.1:5432"
+  fi
+  local trust="postgres://postgres@127.0.0.1:5432/postgres"
+  if psql "$trust" -Atqc 'select 1' >/dev/null 2>&1; then
+    echo "$trust"; return
+  fi
+  # A stock install asks for a password over TCP: give the test role one.
+  local pass="valet-test"
+  as_root runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD '$pass'" >&2 \
+    || die "cannot reach PostgreSQL as postgres; set TEST_POSTGRES_URL"
+  echo "postgres://postgres:$pass@127.0.0.1:5432/postgres"
+}
+
+say "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy (warnings are errors)"
+say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "==> tests"
+say "tests (embedded default: SQLite + local store)"
 cargo test --workspace --all-targets
+
+postgres_url=${TEST_POSTGRES_URL:-$(ensure_postgres)}
+say "API tests again on PostgreSQL"
+TEST_POSTGRES_URL="$postgres_url" cargo test --test api

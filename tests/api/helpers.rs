@@ -10,6 +10,12 @@ use valet::domain::{DeviceId, Principal, ServiceName, TenantId};
 use valet::metadata::{db, ListOutbox, MetadataStore, OutboxEntry};
 use valet::startup::Application;
 
+/// Environment variable naming a Postgres server (admin URL, e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`). When set, every test runs on
+/// its own fresh database there instead of SQLite; `scripts/test.sh` runs the
+/// suite both ways.
+pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
+
 /// A running valet and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
@@ -17,6 +23,48 @@ pub struct TestApp {
     pub data_dir: TempDir,
     pub root_key: RootKey,
     pub settings: Settings,
+    _database: Option<PostgresDatabase>,
+}
+
+/// A database created for one test and dropped after it.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PostgresDatabase {
+    fn create(admin_url: &str) -> (Self, String) {
+        use diesel::{Connection, PgConnection, RunQueryDsl};
+        let name = format!("valet_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::establish(admin_url).unwrap_or_else(|e| {
+            panic!("{POSTGRES_ENV}={admin_url}: cannot connect ({e}); start Postgres or unset it")
+        });
+        diesel::sql_query(format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut admin)
+            .expect("create test database");
+        let mut url = url::Url::parse(admin_url).expect("admin URL");
+        url.set_path(&name);
+        (
+            Self {
+                admin_url: admin_url.to_owned(),
+                name,
+            },
+            url.to_string(),
+        )
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        use diesel::{Connection, PgConnection, RunQueryDsl};
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+                self.name
+            ))
+            .execute(&mut admin);
+        }
+    }
 }
 
 /// Spawns valet on the embedded default (SQLite, local store) in a fresh directory.
@@ -28,6 +76,14 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let root_key = RootKey::generate(Some(1));
+    let database = match std::env::var(POSTGRES_ENV) {
+        Ok(admin_url) => Some(
+            actix_web::web::block(move || PostgresDatabase::create(&admin_url))
+                .await
+                .expect("block"),
+        ),
+        Err(_) => None,
+    };
     let mut settings = Settings {
         data_dir: data_dir.path().to_path_buf(),
         ..Settings::default()
@@ -40,6 +96,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         id: root_key.id,
         public_key: root_key.public_key(),
     }];
+    if let Some((_, url)) = &database {
+        settings.database.url = Some(url.clone());
+    }
     configure(&mut settings);
     let settings = settings.finish().expect("valid test settings");
     let app = Application::build(settings.clone())
@@ -58,6 +117,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         data_dir,
         root_key,
         settings,
+        _database: database.map(|(db, _)| db),
     }
 }
 

@@ -1,7 +1,8 @@
 -- Files and the transactional outbox. Ids are UUIDv7 stored as text (hyphenated,
--- lowercase), so text order is creation order and the keyset cursor is the id.
+-- lowercase), so text order is creation order and the keyset cursor is the id;
+-- the "C" collation makes that order bytewise whatever the database's locale.
 CREATE TABLE files (
-    id                TEXT PRIMARY KEY,
+    id                TEXT COLLATE "C" PRIMARY KEY,
     tenant_id         TEXT NOT NULL,
     device_id         TEXT,
     name              TEXT NOT NULL,
