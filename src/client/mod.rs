@@ -95,6 +95,25 @@ impl ApiClient {
         Ok(response.json().await?)
     }
 
+    /// A request exactly as valet signed it: method, URL and headers.
+    fn signed(&self, signed: &Value) -> anyhow::Result<reqwest::RequestBuilder> {
+        let method = signed["method"]
+            .as_str()
+            .context("no method in the answer")?;
+        let url = signed["url"].as_str().context("no URL in the answer")?;
+        let mut request = self
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes())?, url);
+        if let Some(headers) = signed["headers"].as_object() {
+            for (name, value) in headers {
+                if let Some(value) = value.as_str() {
+                    request = request.header(name, value);
+                }
+            }
+        }
+        Ok(request)
+    }
+
     /// Hashes `path`, creates the upload, PUTs the bytes and completes it.
     pub async fn upload(&self, path: &Path, options: UploadOptions) -> anyhow::Result<Value> {
         let size = tokio::fs::metadata(path)
@@ -133,19 +152,7 @@ impl ApiClient {
             .context("no file id in the answer")?;
         let upload = &created["upload"];
 
-        let method =
-            reqwest::Method::from_bytes(upload["method"].as_str().unwrap_or("PUT").as_bytes())?;
-        let url = upload["url"]
-            .as_str()
-            .context("no upload URL in the answer")?;
-        let mut request = self.http.request(method, url);
-        if let Some(headers) = upload["headers"].as_object() {
-            for (name, value) in headers {
-                if let Some(value) = value.as_str() {
-                    request = request.header(name, value);
-                }
-            }
-        }
+        let request = self.signed(upload)?;
         let bar = progress(size, "uploading");
         let file = tokio::fs::File::open(path).await?;
         let bar_in_stream = bar.clone();
@@ -192,19 +199,7 @@ impl ApiClient {
                 "sign download",
             )
             .await?;
-        let method =
-            reqwest::Method::from_bytes(signed["method"].as_str().unwrap_or("GET").as_bytes())?;
-        let url = signed["url"]
-            .as_str()
-            .context("no download URL in the answer")?;
-        let mut request = self.http.request(method, url);
-        if let Some(headers) = signed["headers"].as_object() {
-            for (name, value) in headers {
-                if let Some(value) = value.as_str() {
-                    request = request.header(name, value);
-                }
-            }
-        }
+        let request = self.signed(&signed)?;
         let response = request
             .send()
             .await
