@@ -29,6 +29,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Metadata database.
     pub database: DatabaseSettings,
+    /// File metadata cache (Redis, or in-process when no URL is set).
+    pub cache: CacheSettings,
     /// Token verification.
     pub auth: AuthSettings,
     /// Limits and signed-URL lifetimes.
@@ -69,8 +71,26 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
     /// Seconds to wait for a connection before answering 503.
     pub connect_timeout_secs: u64,
+    /// Longest a single statement may run, in milliseconds (Postgres only).
+    pub statement_timeout_ms: u64,
     /// Apply pending migrations at start.
     pub run_migrations: bool,
+}
+
+/// File metadata cache settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// `redis://…` (or `rediss://…`); absent = a bounded in-process cache.
+    pub url: Option<String>,
+    /// Seconds a cached file lives.
+    pub ttl_secs: u64,
+    /// Prefix of every Redis key (several deployments can share a Redis).
+    pub key_prefix: String,
+    /// Bound on every cache call, in milliseconds; past it the database answers.
+    pub timeout_ms: u64,
+    /// Entries the in-process cache holds.
+    pub memory_capacity: u64,
 }
 
 /// Token verification settings.
@@ -187,6 +207,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./valet-data"),
             server: ServerSettings::default(),
             database: DatabaseSettings::default(),
+            cache: CacheSettings::default(),
             auth: AuthSettings::default(),
             uploads: UploadSettings::default(),
             backends: BTreeMap::new(),
@@ -215,7 +236,20 @@ impl Default for DatabaseSettings {
             url: None,
             pool_size: 8,
             connect_timeout_secs: 5,
+            statement_timeout_ms: 5_000,
             run_migrations: true,
+        }
+    }
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ttl_secs: 300,
+            key_prefix: "valet:".into(),
+            timeout_ms: 50,
+            memory_capacity: 10_000,
         }
     }
 }
@@ -340,6 +374,17 @@ impl Settings {
         if self.uploads.max_upload_bytes == 0 {
             bail!("uploads.max_upload_bytes must be at least 1");
         }
+        if let Some(url) = &self.cache.url {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "redis" | "rediss"))
+                .unwrap_or(false);
+            if !ok {
+                bail!("cache.url must be a redis:// or rediss:// URL");
+            }
+        }
+        if self.cache.timeout_ms == 0 || self.cache.ttl_secs == 0 {
+            bail!("cache.timeout_ms and cache.ttl_secs must be at least 1");
+        }
         if self.database.pool_size == 0 {
             bail!("database.pool_size must be at least 1");
         }
@@ -431,6 +476,7 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
         let mut copy = self.clone();
         copy.database.url = Some(redact_url_password(&self.database_url()));
+        copy.cache.url = self.cache.url.as_deref().map(redact_url_password);
         Ok(toml::to_string_pretty(&copy)?)
     }
 }
