@@ -52,9 +52,13 @@ cargo fmt --all -- --check
 say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-say "tests (embedded default: SQLite + local store)"
+if [ -z "${TEST_POSTGRES_URL:-}" ]; then
+  TEST_POSTGRES_URL=$(ensure_postgres)
+fi
+export TEST_POSTGRES_URL
+
+say "tests (API on the embedded default: SQLite + local store)"
 cargo test --workspace --all-targets
 
-postgres_url=${TEST_POSTGRES_URL:-$(ensure_postgres)}
-say "API tests again on PostgreSQL"
-TEST_POSTGRES_URL="$postgres_url" cargo test --test api
+say "API tests again, on PostgreSQL"
+TEST_DATABASE=postgres cargo test --test api

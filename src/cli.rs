@@ -11,7 +11,7 @@ use crate::auth::{token, RootKey};
 use crate::client::{ApiClient, UploadOptions};
 use crate::configuration::Settings;
 use crate::domain::{DeviceId, Principal, ServiceName, TenantId};
-use crate::metadata::{db, ListOutbox, MetadataStore};
+use crate::metadata::{db, ListOutbox, MetadataStore, Schema};
 use crate::startup::Application;
 use crate::telemetry;
 
@@ -253,8 +253,9 @@ impl Cli {
                 let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
                 let pool = actix_web::web::block(move || db::connect(&url, 1, timeout)).await??;
                 let source = settings.event_source();
-                let store =
-                    SyncArbiter::start(1, move || MetadataStore::new(pool.clone(), source.clone()));
+                let store = SyncArbiter::start(1, move || {
+                    MetadataStore::new(pool.clone(), source.clone(), Schema::new(false))
+                });
                 let entries = store
                     .send(ListOutbox {
                         include_published: all,

@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use crate::auth::{RootKey, TokenValidator, TrustedKeys};
 use crate::configuration::Settings;
-use crate::metadata::{db, MetadataStore};
+use crate::metadata::{db, MetadataStore, Schema};
 use crate::notifier::Notifier;
 use crate::routes;
 use crate::service::FileService;
@@ -39,23 +39,24 @@ impl Application {
         })?;
         let keys = Arc::new(trusted_keys(&settings)?);
 
-        let pool = {
-            let url = settings.database_url();
-            let size = settings.database.pool_size;
-            let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
-            let migrate = settings.database.run_migrations;
-            web::block(move || -> anyhow::Result<db::DbPool> {
-                let pool = db::connect(&url, size, timeout)?;
-                if migrate {
-                    let mut conn = pool.get().context("cannot get a database connection")?;
-                    for version in db::run_migrations(&mut conn)? {
-                        tracing::info!(%version, "applied migration");
-                    }
-                }
-                Ok(pool)
-            })
-            .await??
-        };
+        let pool = db::pool(
+            &settings.database_url(),
+            settings.database.pool_size,
+            Duration::from_secs(settings.database.connect_timeout_secs),
+            settings.database.statement_timeout_ms,
+        )?;
+        let schema = Schema::new(settings.database.run_migrations);
+        // Migrate now when the database is up; if it is not, valet starts anyway,
+        // answers 503 meanwhile, and migrates on first contact.
+        if settings.database.run_migrations {
+            let (pool, source, schema) = (pool.clone(), settings.event_source(), schema.clone());
+            let ready = web::block(move || MetadataStore::new(pool, source, schema).check())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+            if let Err(e) = ready {
+                tracing::warn!(error = %e, "database unavailable at start; requests answer 503 until it is back");
+            }
+        }
 
         let bind = settings.bind_addr()?;
         let listener =
@@ -80,7 +81,7 @@ impl Application {
         let store = {
             let source = settings.event_source();
             SyncArbiter::start(settings.database.pool_size as usize, move || {
-                MetadataStore::new(pool.clone(), source.clone())
+                MetadataStore::new(pool.clone(), source.clone(), schema.clone())
             })
         };
         let signer = {

@@ -34,11 +34,13 @@ enum Target {
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
     target: Target,
+    statement_timeout_ms: u64,
 }
 
 impl ConnectionManager {
-    /// A manager for `sqlite://PATH` or `postgres://…`.
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    /// A manager for `sqlite://PATH` or `postgres://…`; on Postgres every
+    /// statement is bounded by `statement_timeout_ms` (0 = no bound).
+    pub fn new(url: &str, statement_timeout_ms: u64) -> anyhow::Result<Self> {
         let target = if let Some(path) = url.strip_prefix("sqlite://") {
             if let Some(parent) = std::path::Path::new(path).parent() {
                 if !parent.as_os_str().is_empty() {
@@ -53,7 +55,10 @@ impl ConnectionManager {
         } else {
             anyhow::bail!("database URL must start with sqlite:// or postgres://");
         };
-        Ok(Self { target })
+        Ok(Self {
+            target,
+            statement_timeout_ms,
+        })
     }
 
     /// Whether this is the SQLite backend.
@@ -68,7 +73,15 @@ impl r2d2::ManageConnection for ConnectionManager {
 
     fn connect(&self) -> Result<DbConnection, ConnectionError> {
         match &self.target {
-            Target::Postgres(url) => PgConnection::establish(url).map(DbConnection::Postgresql),
+            Target::Postgres(url) => {
+                let mut conn = PgConnection::establish(url)?;
+                conn.batch_execute(&format!(
+                    "SET statement_timeout = {}; SET application_name = 'valet';",
+                    self.statement_timeout_ms
+                ))
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                Ok(DbConnection::Postgresql(conn))
+            }
             Target::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path)?;
                 // busy_timeout first: switching to WAL itself needs the lock.
@@ -89,20 +102,42 @@ impl r2d2::ManageConnection for ConnectionManager {
             .map_err(ConnectionError::CouldntSetupConfiguration)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        match conn {
+            DbConnection::Postgresql(c) => c.is_broken(),
+            DbConnection::Sqlite(c) => c.is_broken(),
+        }
     }
+}
+
+fn builder(size: u32, timeout: Duration) -> r2d2::Builder<ConnectionManager> {
+    r2d2::Pool::builder()
+        .max_size(size)
+        .connection_timeout(timeout)
+        // Catches connections the server dropped (restart, pg_terminate_backend)
+        // before a request gets one.
+        .test_on_check_out(true)
 }
 
 /// Builds a pool; fails when the database cannot be reached within `timeout`.
 pub fn connect(url: &str, size: u32, timeout: Duration) -> anyhow::Result<DbPool> {
-    let manager = ConnectionManager::new(url)?;
-    r2d2::Pool::builder()
-        .max_size(size)
-        .connection_timeout(timeout)
-        .test_on_check_out(true)
-        .build(manager)
+    builder(size, timeout)
+        .build(ConnectionManager::new(url, 0)?)
         .context("cannot connect to the database")
+}
+
+/// Builds a pool without connecting: the server starts while the database is
+/// down, and requests answer 503 until it is back.
+pub fn pool(
+    url: &str,
+    size: u32,
+    timeout: Duration,
+    statement_timeout_ms: u64,
+) -> anyhow::Result<DbPool> {
+    Ok(builder(size, timeout)
+        .min_idle(Some(0))
+        .build_unchecked(ConnectionManager::new(url, statement_timeout_ms)?))
 }
 
 /// Applies pending migrations; returns the versions applied.

@@ -5,6 +5,10 @@ pub mod db;
 mod rows;
 mod schema;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use actix::{Actor, Handler, Message, SyncContext};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -12,6 +16,7 @@ use diesel::result::Error as DieselError;
 
 use crate::domain::{File, FileId, FileStatus, Root, TenantId};
 use crate::events::{file_event, EventKind};
+use crate::telemetry::metrics;
 use db::{DbConnection, DbPool};
 pub use rows::OutboxEntry;
 use rows::{FileRow, NewOutboxRow};
@@ -21,18 +26,64 @@ use schema::{files, outbox};
 pub struct MetadataStore {
     pool: DbPool,
     event_source: String,
+    schema: Arc<Schema>,
+}
+
+/// Whether the schema is known to be current. Shared by the store's threads so
+/// that migrations pending at start (database down) run once it is reachable.
+pub struct Schema {
+    ready: AtomicBool,
+    migrate: bool,
+    lock: Mutex<()>,
+}
+
+impl Schema {
+    /// `migrate`: apply pending migrations on first contact; otherwise trust the
+    /// schema as it is (`valet migrate` is run separately).
+    pub fn new(migrate: bool) -> Arc<Self> {
+        Arc::new(Self {
+            ready: AtomicBool::new(!migrate),
+            migrate,
+            lock: Mutex::new(()),
+        })
+    }
+
+    fn ensure(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
+        if self.ready.load(Ordering::Acquire) || !self.migrate {
+            return Ok(());
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        for version in db::run_migrations(conn)
+            .map_err(|e| StoreError::Unavailable(format!("database schema not ready: {e}")))?
+        {
+            tracing::info!(%version, "applied migration");
+        }
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
 }
 
 impl MetadataStore {
     /// A store over `pool`; events it records carry `event_source`.
-    pub fn new(pool: DbPool, event_source: String) -> Self {
-        Self { pool, event_source }
+    pub fn new(pool: DbPool, event_source: String, schema: Arc<Schema>) -> Self {
+        Self {
+            pool,
+            event_source,
+            schema,
+        }
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<db::ConnectionManager>, StoreError> {
-        self.pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+        let started = Instant::now();
+        let result = self.pool.get();
+        metrics::record_pool(self.pool.state(), self.pool.max_size(), started.elapsed());
+        let mut conn =
+            result.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+        self.schema.ensure(&mut conn)?;
+        Ok(conn)
     }
 }
 
@@ -53,10 +104,25 @@ pub enum StoreError {
 
 impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
-        match e {
-            DieselError::DatabaseError(diesel::result::DatabaseErrorKind::ClosedConnection, _)
+        use diesel::result::DatabaseErrorKind as Kind;
+        match &e {
+            DieselError::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, _)
             | DieselError::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
-            other => StoreError::Internal(other.to_string()),
+            // The server going away mid-statement, or a statement over its time
+            // budget, is an outage to retry, not a bug.
+            DieselError::DatabaseError(_, info)
+                if [
+                    "terminating connection",
+                    "server closed the connection",
+                    "statement timeout",
+                    "connection to server",
+                ]
+                .iter()
+                .any(|m| info.message().contains(m)) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Internal(e.to_string()),
         }
     }
 }
@@ -352,11 +418,18 @@ impl Handler<OutboxDepth> for MetadataStore {
     }
 }
 
-impl Handler<Ping> for MetadataStore {
-    type Result = Result<(), StoreError>;
-    fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Self::Result {
+impl MetadataStore {
+    /// Connects (applying pending migrations) and runs a trivial query.
+    pub fn check(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         diesel::sql_query("SELECT 1").execute(&mut conn)?;
         Ok(())
+    }
+}
+
+impl Handler<Ping> for MetadataStore {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) -> Self::Result {
+        self.check()
     }
 }

@@ -52,3 +52,13 @@ pub fn record_file_operation(operation: &'static str, tenant: &str, device: Opti
 pub fn set_outbox_depth(depth: i64) {
     gauge!("valet_outbox_depth").set(depth as f64);
 }
+
+/// Database pool state after a checkout, and how long the checkout waited.
+pub fn record_pool(state: r2d2::State, max_size: u32, waited: Duration) {
+    let idle = f64::from(state.idle_connections);
+    gauge!("valet_db_pool_connections", "state" => "idle").set(idle);
+    gauge!("valet_db_pool_connections", "state" => "in_use")
+        .set(f64::from(state.connections) - idle);
+    gauge!("valet_db_pool_max_connections").set(f64::from(max_size));
+    histogram!("valet_db_pool_wait_duration_seconds").record(waited.as_secs_f64());
+}

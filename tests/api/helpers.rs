@@ -7,18 +7,31 @@ use tempfile::TempDir;
 use valet::auth::{token, RootKey};
 use valet::configuration::{Settings, TrustedKey};
 use valet::domain::{DeviceId, Principal, ServiceName, TenantId};
-use valet::metadata::{db, ListOutbox, MetadataStore, OutboxEntry};
+use valet::metadata::{db, ListOutbox, MetadataStore, OutboxEntry, Schema};
 use valet::startup::Application;
 
-/// Environment variable naming a Postgres server (admin URL, e.g.
-/// `postgres://postgres@127.0.0.1:5432/postgres`). When set, every test runs on
-/// its own fresh database there instead of SQLite; `scripts/test.sh` runs the
-/// suite both ways.
+/// Admin URL of a Postgres server (e.g. `postgres://postgres@127.0.0.1:5432/postgres`)
+/// on which tests create and drop their own databases. `scripts/test.sh` sets it.
 pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
+/// `postgres` runs the whole suite on Postgres instead of the embedded SQLite;
+/// `scripts/test.sh` runs it both ways.
+pub const DATABASE_ENV: &str = "TEST_DATABASE";
+
+/// The Postgres admin URL; a test needing Postgres fails without it.
+pub fn postgres_admin_url() -> String {
+    std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_ENV} is not set: run scripts/test.sh (it starts PostgreSQL), or set it \
+             to an admin URL such as postgres://postgres@127.0.0.1:5432/postgres"
+        )
+    })
+}
 
 /// A running valet and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
+    /// Name of the test's own Postgres database, when it has one.
+    pub database_name: Option<String>,
     pub client: reqwest::Client,
     pub data_dir: TempDir,
     pub root_key: RootKey,
@@ -67,22 +80,35 @@ impl Drop for PostgresDatabase {
     }
 }
 
-/// Spawns valet on the embedded default (SQLite, local store) in a fresh directory.
+/// Spawns valet on the embedded default (SQLite, local store) in a fresh directory,
+/// or on a fresh Postgres database when `TEST_DATABASE=postgres`.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 /// Like [`spawn_app`], with settings adjusted by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let postgres = std::env::var(DATABASE_ENV).is_ok_and(|v| v == "postgres");
+    spawn(postgres, configure).await
+}
+
+/// Spawns valet on a fresh Postgres database, whatever `TEST_DATABASE` says.
+pub async fn spawn_app_on_postgres(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(true, configure).await
+}
+
+async fn spawn(postgres: bool, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let root_key = RootKey::generate(Some(1));
-    let database = match std::env::var(POSTGRES_ENV) {
-        Ok(admin_url) => Some(
+    let database = if postgres {
+        let admin_url = postgres_admin_url();
+        Some(
             actix_web::web::block(move || PostgresDatabase::create(&admin_url))
                 .await
                 .expect("block"),
-        ),
-        Err(_) => None,
+        )
+    } else {
+        None
     };
     let mut settings = Settings {
         data_dir: data_dir.path().to_path_buf(),
@@ -113,6 +139,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("client");
     TestApp {
         address,
+        database_name: database.as_ref().map(|(db, _)| db.name.clone()),
         client,
         data_dir,
         root_key,
@@ -294,7 +321,9 @@ impl TestApp {
             .await
             .expect("block")
             .expect("pool");
-        let store = SyncArbiter::start(1, move || MetadataStore::new(pool.clone(), "test".into()));
+        let store = SyncArbiter::start(1, move || {
+            MetadataStore::new(pool.clone(), "test".into(), Schema::new(false))
+        });
         store
             .send(ListOutbox {
                 include_published: true,

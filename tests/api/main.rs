@@ -7,3 +7,4 @@ mod files;
 mod helpers;
 mod local_store;
 mod ops;
+mod postgres;
