@@ -5,6 +5,7 @@
 //! stored and records a CloudEvent for every completed upload in an outbox.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod configuration;

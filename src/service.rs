@@ -11,6 +11,7 @@ use chrono::Duration;
 use valet_backends::{DownloadSpec, SignedRequest, UploadSpec};
 
 use crate::auth::{AuthError, Authenticate, Authenticated, Authorize, TokenValidator};
+use crate::cache::FileCache;
 use crate::configuration::Settings;
 use crate::domain::{
     object_key, ContentType, Decision, DeviceId, File, FileId, FileMetadata, FileName, FileStatus,
@@ -38,6 +39,7 @@ pub struct FileService {
     store: Addr<MetadataStore>,
     signer: Addr<Signer>,
     notifier: Addr<Notifier>,
+    cache: Arc<dyn FileCache>,
     backends: Backends,
     settings: Arc<Settings>,
 }
@@ -88,10 +90,13 @@ pub struct Page {
 /// State of one dependency, for `/readyz`.
 #[derive(Debug, Clone)]
 pub struct Check {
-    /// What was checked (`database`, `storage:<name>`).
+    /// What was checked (`database`, `cache`, `storage:<name>`).
     pub name: String,
     /// `None` when healthy, else why not.
     pub error: Option<String>,
+    /// Whether valet cannot serve without it (the cache is optional: the
+    /// database answers when it is down).
+    pub required: bool,
 }
 
 fn mailbox(e: MailboxError) -> ApiError {
@@ -142,6 +147,7 @@ impl FileService {
         store: Addr<MetadataStore>,
         signer: Addr<Signer>,
         notifier: Addr<Notifier>,
+        cache: Arc<dyn FileCache>,
         backends: Backends,
         settings: Arc<Settings>,
     ) -> Self {
@@ -150,6 +156,7 @@ impl FileService {
             store,
             signer,
             notifier,
+            cache,
             backends,
             settings,
         }
@@ -213,6 +220,46 @@ impl FileService {
         Ok(())
     }
 
+    /// A file from the cache, else from the database (then cached).
+    async fn load(&self, id: FileId) -> Result<Option<File>, ApiError> {
+        if let Some(file) = self.cache.get(&id).await {
+            return Ok(Some(file));
+        }
+        let file = self
+            .store
+            .send(GetFile(id))
+            .await
+            .map_err(mailbox)?
+            .map_err(store_error)?;
+        if let Some(file) = &file {
+            // Only fills a missing entry: a concurrent status change written
+            // meanwhile must not be overwritten by this older read.
+            self.cache.fill(file).await;
+        }
+        Ok(file)
+    }
+
+    /// Runs a status change and writes its outcome through to the cache.
+    async fn transition<M>(&self, message: M) -> Result<Transition, ApiError>
+    where
+        M: actix::Message<Result = Result<Transition, StoreError>> + Send + 'static,
+        MetadataStore: actix::Handler<M>,
+    {
+        let transition = self
+            .store
+            .send(message)
+            .await
+            .map_err(mailbox)?
+            .map_err(store_error)?;
+        if let Transition::Changed(file)
+        | Transition::Unchanged(file)
+        | Transition::Conflict(file) = &transition
+        {
+            self.cache.put(file).await;
+        }
+        Ok(transition)
+    }
+
     /// Loads a file the caller may `operation`; others' files are "not found".
     async fn visible_file(
         &self,
@@ -220,13 +267,7 @@ impl FileService {
         id: FileId,
         operation: Operation,
     ) -> Result<File, ApiError> {
-        let file = self
-            .store
-            .send(GetFile(id))
-            .await
-            .map_err(mailbox)?
-            .map_err(store_error)?
-            .ok_or_else(ApiError::file_not_found)?;
+        let file = self.load(id).await?.ok_or_else(ApiError::file_not_found)?;
         let root = file.root();
         let decision = who.identity.may(operation, &file.tenant_id, &root);
         self.authorize(
@@ -325,6 +366,7 @@ impl FileService {
             .await
             .map_err(mailbox)?
             .map_err(store_error)?;
+        self.cache.put(&file).await;
         metrics::record_file_operation("create", file.tenant_id.as_str(), device(&file));
         Ok((file, upload))
     }
@@ -390,13 +432,7 @@ impl FileService {
             self.reject(&file).await?;
             return Err(mismatch);
         }
-        match self
-            .store
-            .send(MarkUploaded(file.id))
-            .await
-            .map_err(mailbox)?
-            .map_err(store_error)?
-        {
+        match self.transition(MarkUploaded(file.id)).await? {
             Transition::Changed(file) => {
                 self.notifier.do_send(OutboxAppended);
                 metrics::record_file_operation("complete", file.tenant_id.as_str(), device(&file));
@@ -413,12 +449,7 @@ impl FileService {
     }
 
     async fn reject(&self, file: &File) -> Result<(), ApiError> {
-        let transition = self
-            .store
-            .send(MarkRejected(file.id))
-            .await
-            .map_err(mailbox)?
-            .map_err(store_error)?;
+        let transition = self.transition(MarkRejected(file.id)).await?;
         if let Transition::Changed(_) = transition {
             self.notifier.do_send(OutboxAppended);
             metrics::record_file_operation("reject", file.tenant_id.as_str(), device(file));
@@ -550,12 +581,7 @@ impl FileService {
         if file.status == FileStatus::Deleted {
             return Ok(());
         }
-        let transition = self
-            .store
-            .send(MarkDeleted(file.id))
-            .await
-            .map_err(mailbox)?
-            .map_err(store_error)?;
+        let transition = self.transition(MarkDeleted(file.id)).await?;
         match transition {
             Transition::Changed(_) => {
                 self.notifier.do_send(OutboxAppended);
@@ -583,11 +609,18 @@ impl FileService {
         checks.push(Check {
             name: "database".into(),
             error: database,
+            required: true,
+        });
+        checks.push(Check {
+            name: format!("cache:{}", self.cache.kind()),
+            error: self.cache.ping().await.err(),
+            required: false,
         });
         for (name, backend) in self.backends.iter() {
             checks.push(Check {
                 name: format!("storage:{name}"),
                 error: backend.probe().await.err().map(|e| e.to_string()),
+                required: true,
             });
         }
         checks

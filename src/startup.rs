@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::auth::{RootKey, TokenValidator, TrustedKeys};
+use crate::cache;
 use crate::configuration::Settings;
 use crate::metadata::{db, MetadataStore, Schema};
 use crate::notifier::Notifier;
@@ -89,11 +90,13 @@ impl Application {
             SyncArbiter::start(2, move || Signer::new(backends.clone()))
         };
         let notifier = Notifier::new(store.clone()).start();
+        let cache = cache::from_settings(&settings.cache)?;
         let service = FileService::new(
             validator,
             store,
             signer,
             notifier,
+            cache,
             backends,
             settings.clone(),
         );

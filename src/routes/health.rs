@@ -46,7 +46,7 @@ pub async fn readyz(service: web::Data<FileService>) -> HttpResponse {
     let checks = service.readiness().await;
     let failing: Vec<String> = checks
         .iter()
-        .filter(|c| c.error.is_some())
+        .filter(|c| c.required && c.error.is_some())
         .map(|c| c.name.clone())
         .collect();
     let report: BTreeMap<String, String> = checks

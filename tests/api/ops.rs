@@ -21,7 +21,7 @@ async fn health_and_readiness() {
         .unwrap();
     assert_eq!(
         ready,
-        json!({"status": "ready", "checks": {"database": "ok", "storage:local": "ok"}})
+        json!({"status": "ready", "checks": {"database": "ok", "cache:memory": "ok", "storage:local": "ok"}})
     );
 }
 

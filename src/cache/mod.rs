@@ -1,0 +1,114 @@
+//! The file-metadata cache: a write-through cache of [`File`] records in front of the
+//! metadata database.
+//!
+//! The database is the source of truth. A cache call never fails from the caller's
+//! point of view: a miss, a timeout, a refused connection or an undecodable entry all
+//! look like a miss on [`FileCache::get`], and writes that do not land are dropped.
+//! Failures are counted in `valet_cache_errors_total{operation}`; an outage is logged
+//! once when it begins and once when it ends.
+//!
+//! Two implementations: [`RedisCache`] (shared by every replica, when `cache.url` is
+//! set) and [`MemoryCache`] (bounded, in-process).
+
+mod codec;
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics::{counter, histogram};
+
+use crate::configuration::CacheSettings;
+use crate::domain::{File, FileId};
+
+pub use self::memory::MemoryCache;
+pub use self::redis::RedisCache;
+
+/// A cache of file records keyed by id. Every method is infallible for the caller.
+#[async_trait]
+pub trait FileCache: Send + Sync {
+    /// The cached record, or `None` on a miss or on any error (read the database).
+    async fn get(&self, id: &FileId) -> Option<File>;
+
+    /// Stores (or replaces) a record. Best effort: errors are counted, not returned.
+    async fn put(&self, file: &File);
+
+    /// Stores a record only if none is cached: for filling a miss with what the
+    /// database returned, so that a newer record written through meanwhile (by
+    /// [`put`](Self::put)) is not replaced by this older read. Best effort.
+    async fn fill(&self, file: &File);
+
+    /// Forgets a record. Best effort: errors are counted, not returned.
+    async fn remove(&self, id: &FileId);
+
+    /// Whether the cache answers (for readiness reports); the in-process cache always does.
+    async fn ping(&self) -> Result<(), String>;
+
+    /// `"redis"` or `"memory"`.
+    fn kind(&self) -> &'static str;
+}
+
+/// The cache `settings` ask for: Redis when `url` is set, otherwise in-process.
+///
+/// Never contacts Redis: valet starts while Redis is down and uses it once it is up.
+/// Fails only on settings that can never work (an unparseable URL, a zero TTL or
+/// timeout).
+pub fn from_settings(settings: &CacheSettings) -> anyhow::Result<Arc<dyn FileCache>> {
+    if settings.ttl_secs == 0 {
+        anyhow::bail!("cache.ttl_secs must be at least 1");
+    }
+    let url = settings
+        .url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty());
+    match url {
+        Some(url) => {
+            if settings.timeout_ms == 0 {
+                anyhow::bail!("cache.timeout_ms must be at least 1");
+            }
+            let cache = RedisCache::new(
+                url,
+                &settings.key_prefix,
+                Duration::from_secs(settings.ttl_secs),
+                Duration::from_millis(settings.timeout_ms),
+            )?;
+            tracing::info!(endpoint = %cache.endpoint(), "file cache: redis");
+            Ok(Arc::new(cache))
+        }
+        None => {
+            tracing::info!(
+                capacity = settings.memory_capacity,
+                "file cache: in-process"
+            );
+            Ok(Arc::new(MemoryCache::new(
+                settings.memory_capacity,
+                Duration::from_secs(settings.ttl_secs),
+            )))
+        }
+    }
+}
+
+/// Metrics shared by both implementations.
+mod record {
+    use super::*;
+
+    pub(super) fn hit() {
+        counter!("valet_cache_hits_total").increment(1);
+    }
+
+    pub(super) fn miss() {
+        counter!("valet_cache_misses_total").increment(1);
+    }
+
+    pub(super) fn error(operation: &'static str) {
+        counter!("valet_cache_errors_total", "operation" => operation).increment(1);
+    }
+
+    pub(super) fn duration(operation: &'static str, started: Instant) {
+        histogram!("valet_cache_duration_seconds", "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+    }
+}
