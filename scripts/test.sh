@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: formatting, lints, and the whole test suite, the API
-# tests once on the embedded default (SQLite) and once more on PostgreSQL.
+# tests once on the embedded default (SQLite) and once more on PostgreSQL. The
+# cache tests need Redis on 127.0.0.1:6379: started (or installed) when missing.
 # Usage: scripts/test.sh            (from anywhere inside the repository)
 #
 # PostgreSQL: set TEST_POSTGRES_URL to an admin URL of your own server, or let this
@@ -46,12 +47,30 @@ ensure_postgres() {
   echo "postgres://postgres:$pass@127.0.0.1:5432/postgres"
 }
 
+# Starts (installing first, as root) the Redis the cache tests use on 127.0.0.1:6379.
+ensure_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
+  if ! command -v redis-server >/dev/null; then
+    say "installing Redis (apt-get install redis-server)"
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server \
+      || die "Redis is missing and could not be installed: apt-get install redis-server"
+  fi
+  say "starting Redis on 127.0.0.1:6379"
+  mkdir -p "${TMPDIR:-/tmp}/valet-test-redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "${TMPDIR:-/tmp}/valet-test-redis" --logfile "${TMPDIR:-/tmp}/valet-test-redis/redis.log" \
+    || die "cannot start Redis: redis-server --daemonize yes --bind 127.0.0.1 --port 6379"
+  for _ in $(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return; sleep 0.5; done
+  die "Redis did not come up on 127.0.0.1:6379"
+}
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+ensure_redis
 if [ -z "${TEST_POSTGRES_URL:-}" ]; then
   TEST_POSTGRES_URL=$(ensure_postgres)
 fi

@@ -259,28 +259,28 @@ impl RedisCache {
 }
 
 impl RedisCache {
-    /// `SET key json EX ttl`, with `NX` when `only_if_absent`.
-    async fn set(&self, operation: &'static str, file: &File, only_if_absent: bool) {
+    /// `SET key json EX ttl`, with `NX` when `only_if_absent`; whether Redis answered.
+    async fn set(&self, operation: &'static str, file: &File, only_if_absent: bool) -> bool {
         let json = match codec::encode(file) {
             Ok(json) => json,
             Err(e) => {
                 self.failed(operation, None, &Failure::Codec(e));
-                return;
+                return false;
             }
         };
         let key = self.key(&file.id);
         let ttl = self.ttl_secs;
-        let _ = self
-            .run(operation, |mut conn| async move {
-                let mut cmd = ::redis::cmd("SET");
-                cmd.arg(&key).arg(json).arg("EX").arg(ttl);
-                if only_if_absent {
-                    cmd.arg("NX");
-                }
-                // `NX` answers nil when the key exists: not an error.
-                cmd.query_async::<Option<String>>(&mut conn).await
-            })
-            .await;
+        self.run(operation, |mut conn| async move {
+            let mut cmd = ::redis::cmd("SET");
+            cmd.arg(&key).arg(json).arg("EX").arg(ttl);
+            if only_if_absent {
+                cmd.arg("NX");
+            }
+            // `NX` answers nil when the key exists: not an error.
+            cmd.query_async::<Option<String>>(&mut conn).await
+        })
+        .await
+        .is_ok()
     }
 }
 
@@ -320,11 +320,16 @@ impl FileCache for RedisCache {
     }
 
     async fn put(&self, file: &File) {
-        self.set("put", file, false).await;
+        // A status change that misses the cache could leave an older copy there:
+        // try once more (a dropped connection is re-made in between), then forget
+        // the entry so readers go to the database.
+        if !self.set("put", file, false).await && !self.set("put", file, false).await {
+            self.remove(&file.id).await;
+        }
     }
 
     async fn fill(&self, file: &File) {
-        self.set("fill", file, true).await;
+        let _ = self.set("fill", file, true).await;
     }
 
     async fn remove(&self, id: &FileId) {

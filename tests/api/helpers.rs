@@ -17,6 +17,27 @@ pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
 /// `scripts/test.sh` runs it both ways.
 pub const DATABASE_ENV: &str = "TEST_DATABASE";
 
+/// The Redis the cache tests use.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A plain connection to the test Redis, failing with how to start one.
+pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
+    let hint = "these tests need a Redis on 127.0.0.1:6379; start one with: \
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no \
+        (scripts/test.sh does)";
+    redis::Client::open(REDIS_URL)
+        .expect("redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{hint}: {e}"))
+}
+
+/// Settings for a Redis cache of one test (its own key prefix).
+pub fn with_redis_cache(settings: &mut Settings) {
+    settings.cache.url = Some(REDIS_URL.into());
+    settings.cache.key_prefix = format!("valet-test-{}:", uuid::Uuid::new_v4().simple());
+}
+
 /// The Postgres admin URL; a test needing Postgres fails without it.
 pub fn postgres_admin_url() -> String {
     std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
@@ -179,6 +200,17 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
 }
 
 impl TestApp {
+    /// Starts a second valet sharing this one's database, cache and object store
+    /// (as N instances behind a load balancer do); returns its address.
+    pub async fn spawn_another_instance(&self) -> String {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("second instance starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        actix_web::rt::spawn(app.run_until_stopped());
+        address
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

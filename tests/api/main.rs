@@ -2,6 +2,7 @@
 //! port with its own data directory and talks to it over HTTP.
 
 mod auth;
+mod cache;
 mod errors;
 mod files;
 mod helpers;

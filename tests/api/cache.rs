@@ -1,0 +1,174 @@
+//! The Redis write-through cache seen through the API: never stale, never needed.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    assert_problem, body_of, redis_admin, spawn_app_on_postgres, spawn_app_with, with_redis_cache,
+    TestApp,
+};
+
+async fn get_at(app: &TestApp, address: &str, token: &str, id: &str) -> Value {
+    let response = app
+        .client
+        .get(format!("{address}/v1/files/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+#[actix_web::test]
+async fn another_instance_never_reads_a_stale_status() {
+    redis_admin().await;
+    let app = spawn_app_on_postgres(with_redis_cache).await;
+    let other = app.spawn_another_instance().await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(500);
+    let created = app.create_ok(&token, &bytes, json!({})).await;
+    let id = created["file"]["id"].as_str().unwrap().to_owned();
+    // The other instance reads (and caches) the pending file…
+    assert_eq!(get_at(&app, &other, &token, &id).await["status"], "pending");
+    assert_eq!(
+        app.send_signed(&created["upload"], bytes).await.status(),
+        200
+    );
+    // …this one completes it, and the other sees the change at once.
+    assert_eq!(app.complete(&token, &id).await.status(), 200);
+    assert_eq!(
+        get_at(&app, &other, &token, &id).await["status"],
+        "uploaded"
+    );
+    // Completing again on the other instance is idempotent: one event.
+    let again = app
+        .client
+        .post(format!("{other}/v1/files/{id}/complete"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(app.events_for(&id).await.len(), 1);
+    // A delete on one is seen by the other too.
+    assert_eq!(app.delete(&token, &id).await.status().as_u16(), 204);
+    assert_eq!(get_at(&app, &other, &token, &id).await["status"], "deleted");
+    let download = app
+        .client
+        .get(format!("{other}/v1/files/{id}/download"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(download, 409, "not_uploaded").await;
+}
+
+#[actix_web::test]
+async fn files_are_written_through_to_redis() {
+    let mut admin = redis_admin().await;
+    let app = spawn_app_with(with_redis_cache).await;
+    let token = app.device_token("acme", "dev-42");
+    let file = app.upload(&token, &body_of(10), json!({})).await;
+    let key = format!(
+        "{}file:{}",
+        app.settings.cache.key_prefix,
+        file["id"].as_str().unwrap()
+    );
+    let cached: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let cached: Value = serde_json::from_str(&cached.expect("cached")).unwrap();
+    assert_eq!(cached["status"], "uploaded");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 300, "{ttl}");
+
+    // Flushed (here: this test's keys) → served from the database, then cached again.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let fetched: Value = app
+        .get_file(&token, file["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched, file);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(exists, 1);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("valet_cache_hits_total"), "{metrics}");
+    assert!(metrics.contains("valet_cache_misses_total"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn valet_serves_from_the_database_when_redis_is_unreachable() {
+    let app = spawn_app_with(|s| {
+        s.cache.url = Some("redis://127.0.0.1:1".into());
+    })
+    .await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(300);
+    let file = app.upload(&token, &bytes, json!({})).await;
+    let id = file["id"].as_str().unwrap();
+    assert_eq!(app.get_file(&token, id).await.status().as_u16(), 200);
+    assert_eq!(app.fetch(&token, id).await, bytes);
+    // Ready, with the cache reported as degraded.
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_ne!(body["checks"]["cache:redis"], "ok");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("valet_cache_errors_total"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn valet_keeps_serving_while_redis_connections_are_killed() {
+    let mut admin = redis_admin().await;
+    let app = spawn_app_with(with_redis_cache).await;
+    let token = app.device_token("acme", "dev-42");
+    let file = app.upload(&token, &body_of(40), json!({})).await;
+    let id = file["id"].as_str().unwrap();
+    for _ in 0..3 {
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let fetched: Value = app.get_file(&token, id).await.json().await.unwrap();
+        assert_eq!(fetched["status"], "uploaded");
+    }
+    let again = app.upload(&token, &body_of(41), json!({})).await;
+    assert_eq!(again["status"], "uploaded");
+}
