@@ -999,3 +999,24 @@ fn download_leaves_unrelated_files_alone() {
         Some(b"part one of my novel".to_vec())
     );
 }
+
+/// Every example configuration shipped in compose/ is valid.
+#[test]
+fn the_example_configurations_are_valid() {
+    let examples: Vec<_> = fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("compose"))
+        .expect("compose/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(!examples.is_empty(), "no example configuration in compose/");
+    for example in examples {
+        let dir = TempDir::new().expect("temp dir");
+        let out = run_ok(
+            valet(dir.path())
+                .arg("--config")
+                .arg(&example)
+                .args(["config", "check"]),
+        );
+        assert!(out.stderr.contains("configuration is valid"), "{example:?}");
+    }
+}
