@@ -152,23 +152,47 @@ async fn valet_serves_from_the_database_when_redis_is_unreachable() {
 #[actix_web::test]
 async fn valet_keeps_serving_while_redis_connections_are_killed() {
     let mut admin = redis_admin().await;
-    let app = spawn_app_with(with_redis_cache).await;
+    // Its own Redis user, so killing its connections leaves parallel tests alone.
+    let user = format!("valet-test-{}", uuid::Uuid::new_v4().simple());
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">test-password")
+        .arg("~*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://{user}:test-password@127.0.0.1:6379");
+    let app = spawn_app_with(|s| {
+        with_redis_cache(s);
+        s.cache.url = Some(url);
+    })
+    .await;
     let token = app.device_token("acme", "dev-42");
     let file = app.upload(&token, &body_of(40), json!({})).await;
     let id = file["id"].as_str().unwrap();
+    let mut killed = 0;
     for _ in 0..3 {
-        let _: redis::Value = redis::cmd("CLIENT")
+        let n: i64 = redis::cmd("CLIENT")
             .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
+            .arg("USER")
+            .arg(&user)
             .query_async(&mut admin)
             .await
             .unwrap();
+        killed += n;
         let fetched: Value = app.get_file(&token, id).await.json().await.unwrap();
         assert_eq!(fetched["status"], "uploaded");
     }
+    assert!(killed > 0, "valet had Redis connections to kill");
     let again = app.upload(&token, &body_of(41), json!({})).await;
     assert_eq!(again["status"], "uploaded");
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
 }
