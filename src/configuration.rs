@@ -323,8 +323,20 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        self.bind_addr()?;
+        let bind = self.bind_addr()?;
         self.public_url()?;
+        if bind.ip().is_unspecified() && self.server.public_url.is_none() {
+            // Signed URLs would point at 0.0.0.0, which no device can reach.
+            bail!(
+                "server.bind {} listens on every interface: set server.public_url to the URL devices reach valet at",
+                self.server.bind
+            );
+        }
+        if let Some(workers) = self.server.workers {
+            if !(1..=512).contains(&workers) {
+                bail!("server.workers must be between 1 and 512");
+            }
+        }
         if !self.backends.contains_key(&self.default_backend) {
             bail!(
                 "default_backend {:?} is not a configured backend (configured: {})",

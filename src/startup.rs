@@ -132,7 +132,7 @@ impl Application {
         &self.public_url
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
+    /// Serves until the server is stopped (SIGTERM stops it gracefully, SIGINT at once).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }

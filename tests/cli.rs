@@ -621,6 +621,27 @@ fn config_check_rejects_invalid_values_with_a_clear_message() {
     let out = run_err(valet(dir.path()).args(["config", "check", "--config", "nokeys.toml"]));
     assert!(out.stderr.contains("auth.trusted_keys"), "{}", out.stderr);
 
+    let out = run_err(
+        valet(dir.path())
+            .args(["config", "check"])
+            .env("VALET_SERVER__WORKERS", "0"),
+    );
+    assert!(out.stderr.contains("server.workers"), "{}", out.stderr);
+
+    // Signed URLs must point somewhere a device can reach.
+    let out = run_err(
+        valet(dir.path())
+            .args(["config", "check"])
+            .env("VALET_SERVER__BIND", "0.0.0.0:8080"),
+    );
+    assert!(out.stderr.contains("server.public_url"), "{}", out.stderr);
+    run_ok(
+        valet(dir.path())
+            .args(["config", "check"])
+            .env("VALET_SERVER__BIND", "0.0.0.0:8080")
+            .env("VALET_SERVER__PUBLIC_URL", "https://files.example.com"),
+    );
+
     let out = run_err(valet(dir.path()).args(["config", "check", "--config", "missing.toml"]));
     assert!(out.stderr.contains("missing.toml"), "{}", out.stderr);
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
