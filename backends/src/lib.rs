@@ -76,6 +76,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Kind of store (`local`, `s3`, `azblob`), used in records and events.
     fn kind(&self) -> &'static str;
 
+    /// Bucket (S3) or container (Azure) holding the objects; `None` for the local store.
+    fn container(&self) -> Option<&str> {
+        None
+    }
+
     /// Signs a PUT that stores exactly the described object.
     fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError>;
 
