@@ -53,6 +53,19 @@ pub enum Command {
     Upload(UploadArgs),
     /// Download a file and check its SHA-256.
     Download(DownloadArgs),
+    /// Ask a running valet whether it is alive (or ready); exit status 0 when it is.
+    Health(HealthArgs),
+}
+
+/// Arguments of `valet health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// valet's base URL.
+    #[arg(long, env = "VALET_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Check readiness (`/readyz`: database, cache, storage) instead of liveness.
+    #[arg(long)]
+    pub ready: bool,
 }
 
 /// `valet config …`
@@ -287,6 +300,25 @@ impl Cli {
                     )
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&file)?);
+            }
+            Command::Health(args) => {
+                let path = if args.ready { "readyz" } else { "healthz" };
+                let url = url::Url::parse(&args.url)
+                    .and_then(|base| base.join(path))
+                    .with_context(|| format!("{:?} is not a URL", args.url))?;
+                let response = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()?
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {url}"))?;
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                println!("{body}");
+                if !status.is_success() {
+                    bail!("{url} answered {status}");
+                }
             }
             Command::Download(args) => {
                 let client = ApiClient::new(&args.client.url, &args.client.token)?;

@@ -59,6 +59,25 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Largest JSON request body accepted, in bytes.
     pub json_limit_bytes: usize,
+    /// PEM certificate chain to serve HTTPS with (plain HTTP when absent).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: clients presenting a certificate it signed are verified;
+    /// requests with service tokens must then present one (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds between checks of the certificate files for changes (0 = only on SIGHUP).
+    pub tls_reload_interval_secs: u64,
+    /// Networks whose `X-Forwarded-For`/`-Proto` headers are believed (CIDR list).
+    pub trusted_proxies: Vec<String>,
+    /// Requests handled at once; beyond it valet answers 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// Longest an API request may take, in seconds (503 `unavailable` after).
+    pub request_timeout_secs: u64,
+    /// Longest an object transfer through the local store may take, in seconds.
+    pub transfer_timeout_secs: u64,
+    /// Seconds a graceful shutdown (SIGTERM) waits for in-flight requests.
+    pub shutdown_timeout_secs: u64,
 }
 
 /// Metadata database settings.
@@ -226,6 +245,15 @@ impl Default for ServerSettings {
             public_url: None,
             workers: None,
             json_limit_bytes: 64 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval_secs: 30,
+            trusted_proxies: Vec::new(),
+            max_in_flight: 1024,
+            request_timeout_secs: 30,
+            transfer_timeout_secs: 3600,
+            shutdown_timeout_secs: 30,
         }
     }
 }
@@ -332,6 +360,31 @@ impl Settings {
                 self.server.bind
             );
         }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("server.tls_cert and server.tls_key must be set together")
+            }
+            (None, None) if self.server.tls_client_ca.is_some() => {
+                bail!("server.tls_client_ca needs server.tls_cert and server.tls_key")
+            }
+            _ => {}
+        }
+        self.trusted_proxies()?;
+        for (what, value) in [
+            ("server.max_in_flight", self.server.max_in_flight as u64),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
+            (
+                "server.transfer_timeout_secs",
+                self.server.transfer_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                bail!("{what} must be at least 1");
+            }
+        }
         if let Some(workers) = self.server.workers {
             if !(1..=512).contains(&workers) {
                 bail!("server.workers must be between 1 and 512");
@@ -430,11 +483,32 @@ impl Settings {
             .with_context(|| format!("server.bind {:?} is not an address:port", self.server.bind))
     }
 
+    /// The networks whose forwarding headers are trusted.
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|net| {
+                net.parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| {
+                        format!("server.trusted_proxies: {net:?} is not an address or CIDR network")
+                    })
+            })
+            .collect()
+    }
+
+    /// Whether valet serves HTTPS itself.
+    pub fn tls_enabled(&self) -> bool {
+        self.server.tls_cert.is_some()
+    }
+
     /// Base URL devices reach valet at (for a port-0 bind, see `startup`).
     pub fn public_url(&self) -> anyhow::Result<url::Url> {
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
         let raw = match &self.server.public_url {
             Some(url) => url.clone(),
-            None => format!("http://{}", self.server.bind),
+            None => format!("{scheme}://{}", self.server.bind),
         };
         let url = url::Url::parse(&raw)
             .with_context(|| format!("server.public_url {raw:?} is not a URL"))?;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod configuration;
 pub mod domain;
+pub mod edge;
 pub mod events;
 pub mod metadata;
 pub mod notifier;

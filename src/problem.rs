@@ -17,6 +17,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// 403: the caller may see the target but not do this.
     Forbidden,
+    /// 403: a tenant service called without a verified client certificate (mutual TLS).
+    ClientCertificateRequired,
     /// 404: no such file (or not visible to the caller), or no such route.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -48,7 +50,7 @@ impl ErrorCode {
     pub fn status(&self) -> StatusCode {
         match self {
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::ClientCertificateRequired => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -70,6 +72,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ClientCertificateRequired => "client_certificate_required",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::InvalidRequest => "invalid_request",
@@ -122,6 +125,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code.
     pub code: ErrorCode,
+    /// Id of the request (as in `X-Request-Id` and the logs).
+    pub request_id: Option<String>,
 }
 
 /// An error answered to an API client.

@@ -167,6 +167,11 @@ impl FileService {
         &self.backends
     }
 
+    /// Whether tenant services must authenticate their connection with a client certificate.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.settings.server.tls_client_ca.is_some()
+    }
+
     /// Verifies a bearer token.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Authenticated, ApiError> {
         let token = token.ok_or_else(|| {

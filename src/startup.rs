@@ -13,6 +13,7 @@ use anyhow::Context;
 use crate::auth::{RootKey, TokenValidator, TrustedKeys};
 use crate::cache;
 use crate::configuration::Settings;
+use crate::edge::{self, CertificateStore, Limits, TrustedProxies, VerifiedClientCertificate};
 use crate::metadata::{db, MetadataStore, Schema};
 use crate::notifier::Notifier;
 use crate::routes;
@@ -66,7 +67,14 @@ impl Application {
         let public_url = match &settings.server.public_url {
             Some(_) => settings.public_url()?,
             // No public URL configured: the address actually bound (port 0 resolved).
-            None => url::Url::parse(&format!("http://{}:{port}", bind.ip()))?,
+            None => {
+                let scheme = if settings.tls_enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
+                url::Url::parse(&format!("{scheme}://{}:{port}", bind.ip()))?
+            }
         };
 
         let backends = Backends::from_settings(&settings, &public_url)?;
@@ -103,18 +111,44 @@ impl Application {
 
         let json_limit = settings.server.json_limit_bytes;
         let service = web::Data::new(service);
+        let limits = web::Data::new(Limits::new(
+            settings.server.max_in_flight,
+            Duration::from_secs(settings.server.request_timeout_secs),
+            Duration::from_secs(settings.server.transfer_timeout_secs),
+        ));
+        let proxies = web::Data::new(TrustedProxies::new(settings.trusted_proxies()?));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(routes::problem_for_bare_errors))
+                .wrap(from_fn(edge::enforce_limits))
                 .wrap(from_fn(telemetry::observe))
                 .app_data(service.clone())
+                .app_data(limits.clone())
+                .app_data(proxies.clone())
                 .configure(|cfg| routes::configure(cfg, json_limit))
         })
-        .listen(listener)?;
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .on_connect(mark_verified_client);
+        server = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                let certificates = CertificateStore::load(cert, key)?;
+                let tls = edge::tls::server_config(&settings.server, certificates.clone())?;
+                certificates.watch(Duration::from_secs(
+                    settings.server.tls_reload_interval_secs,
+                ));
+                server.listen_rustls_0_23(listener, tls)?
+            }
+            _ => server.listen(listener)?,
+        };
         if let Some(workers) = settings.server.workers {
             server = server.workers(workers);
         }
-        tracing::info!(address = %format!("{}:{port}", bind.ip()), %public_url, "valet is listening");
+        tracing::info!(
+            address = %format!("{}:{port}", bind.ip()),
+            %public_url,
+            tls = settings.tls_enabled(),
+            "valet is listening"
+        );
         Ok(Self {
             port,
             public_url,
@@ -135,6 +169,21 @@ impl Application {
     /// Serves until the server is stopped (SIGTERM stops it gracefully, SIGINT at once).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Records, per connection, whether the client presented a certificate that the
+/// configured client CA verified (rustls only accepts verified ones).
+fn mark_verified_client(
+    connection: &dyn std::any::Any,
+    extensions: &mut actix_web::dev::Extensions,
+) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    if let Some(tls) = connection.downcast_ref::<Tls>() {
+        let (_, session) = tls.get_ref();
+        if session.peer_certificates().is_some_and(|c| !c.is_empty()) {
+            extensions.insert(VerifiedClientCertificate);
+        }
     }
 }
 

@@ -1041,3 +1041,20 @@ fn the_example_configurations_are_valid() {
         assert!(out.stderr.contains("configuration is valid"), "{example:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// health (the container image's health check)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn health_reports_a_live_server_and_fails_for_a_dead_one() {
+    let dir = TempDir::new().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    let out = run_ok(valet(dir.path()).args(["health", "--url", &server.url()]));
+    assert!(out.stdout.contains("ok"), "{}", out.all());
+    run_ok(valet(dir.path()).args(["health", "--ready", "--url", &server.url()]));
+
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let out = run_err(valet(dir.path()).args(["health", "--url", &closed]));
+    assert!(out.stderr.contains("cannot reach"), "{}", out.all());
+}

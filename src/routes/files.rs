@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use valet_backends::SignedRequest;
 
-use super::bearer;
+use super::caller;
 use crate::domain::{File, FileId};
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::{CreateUpload, FileService, ListRequest};
@@ -141,7 +141,7 @@ pub async fn create_file(
     body: web::Json<CreateFileBody>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = service.authenticate(bearer(&req)).await?;
+    let who = caller(&req, &service).await?;
     let body = body.into_inner();
     let (file, upload) = service
         .create(
@@ -183,7 +183,7 @@ pub async fn get_file(
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let id = file_id(&id)?;
-    let who = service.authenticate(bearer(&req)).await?;
+    let who = caller(&req, &service).await?;
     Ok(HttpResponse::Ok().json(service.get(&who, id).await?))
 }
 
@@ -208,7 +208,7 @@ pub async fn complete_file(
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let id = file_id(&id)?;
-    let who = service.authenticate(bearer(&req)).await?;
+    let who = caller(&req, &service).await?;
     Ok(HttpResponse::Ok().json(service.complete(&who, id).await?))
 }
 
@@ -232,7 +232,7 @@ pub async fn download_file(
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let id = file_id(&id)?;
-    let who = service.authenticate(bearer(&req)).await?;
+    let who = caller(&req, &service).await?;
     let signed = service.download(&who, id).await?;
     if params.redirect.unwrap_or(false) {
         return Ok(HttpResponse::TemporaryRedirect()
@@ -259,7 +259,7 @@ pub async fn list_files(
     params: web::Query<ListParams>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = service.authenticate(bearer(&req)).await?;
+    let who = caller(&req, &service).await?;
     let params = params.into_inner();
     let page = service
         .list(
@@ -297,7 +297,7 @@ pub async fn delete_file(
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let id = file_id(&id)?;
-    let who = service.authenticate(bearer(&req)).await?;
+    let who = caller(&req, &service).await?;
     service.delete(&who, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

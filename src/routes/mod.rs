@@ -10,9 +10,14 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, Error, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
+use crate::auth::Authenticated;
+use crate::domain::Principal;
+use crate::edge::VerifiedClientCertificate;
 use crate::problem::{ApiError, ErrorCode};
+use crate::service::FileService;
+use crate::telemetry::RequestId;
 
 pub use docs::ApiDoc;
 
@@ -61,30 +66,67 @@ fn path_error(_: PathError, _: &HttpRequest) -> Error {
     ApiError::new(ErrorCode::NotFound, "no such route").into()
 }
 
-/// Turns error responses produced by the framework itself (405, 404 from guards,
-/// …) into problem documents, so every error a client sees has the same shape.
+/// Gives every error the same shape: error responses produced by the framework
+/// itself (405, 404 from guards, …) become problem documents, and every problem
+/// document carries the request's id, so a report can be matched with the logs.
 pub async fn problem_for_bare_errors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let response = next.call(req).await?;
     let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return Ok(response.map_into_boxed_body());
+    }
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/problem+json"));
-    if !status.is_client_error() && !status.is_server_error() || is_problem {
-        return Ok(response.map_into_boxed_body());
+    let (req, response) = response.into_parts();
+    let response = if is_problem {
+        response.map_into_boxed_body()
+    } else {
+        let code = ErrorCode::for_status(status);
+        let detail = status.canonical_reason().unwrap_or("error").to_lowercase();
+        let mut problem = ApiError::new(code, detail).error_response();
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            problem.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        problem
+    };
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.0.clone());
+    let (head, body) = response.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let mut document: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({}));
+    if let (Some(id), Some(fields)) = (request_id, document.as_object_mut()) {
+        fields.insert("request_id".into(), id.into());
     }
-    let code = ErrorCode::for_status(status);
-    let detail = status.canonical_reason().unwrap_or("error").to_lowercase();
-    let mut problem = ApiError::new(code, detail).error_response();
-    if let Some(allow) = response.headers().get(header::ALLOW) {
-        problem.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    let (req, _) = response.into_parts();
+    let body = serde_json::to_vec(&document).unwrap_or_else(|_| bytes.to_vec());
+    let mut problem = head.set_body(BoxBody::new(body));
+    problem.headers_mut().remove(header::CONTENT_LENGTH);
     Ok(ServiceResponse::new(req, problem))
+}
+
+/// The verified caller of `req`. With a client CA configured, tenant services
+/// must also have presented a client certificate it verified (mutual TLS).
+pub(crate) async fn caller(
+    req: &HttpRequest,
+    service: &FileService,
+) -> Result<Authenticated, ApiError> {
+    let who = service.authenticate(bearer(req)).await?;
+    let is_service = matches!(who.identity.principal, Principal::Service(_));
+    if is_service
+        && service.requires_client_certificates()
+        && req.conn_data::<VerifiedClientCertificate>().is_none()
+    {
+        return Err(ApiError::new(
+            ErrorCode::ClientCertificateRequired,
+            "service tokens are accepted only over mutual TLS: present a client certificate",
+        ));
+    }
+    Ok(who)
 }
 
 /// The token from `Authorization: Bearer <token>`.

@@ -62,3 +62,8 @@ pub fn record_pool(state: r2d2::State, max_size: u32, waited: Duration) {
     gauge!("valet_db_pool_max_connections").set(f64::from(max_size));
     histogram!("valet_db_pool_wait_duration_seconds").record(waited.as_secs_f64());
 }
+
+/// A request refused because too many were in flight.
+pub fn record_overload() {
+    counter!("valet_http_overloaded_total").increment(1);
+}

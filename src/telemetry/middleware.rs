@@ -10,6 +10,7 @@ use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
 use super::metrics;
+use crate::edge::{client_address, TrustedProxies};
 
 /// The header carrying the request id in both directions.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,16 +42,34 @@ pub async fn observe(
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
+    let client = match req.app_data::<actix_web::web::Data<TrustedProxies>>() {
+        Some(trusted) => client_address(&req, trusted),
+        None => client_address(&req, &TrustedProxies::default()),
+    };
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         method = %method,
         path = %req.path(),
+        client_ip = %client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        scheme = %client.scheme,
     );
     let start = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
-    let mut response = result?;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            // The request was consumed (e.g. cut off by its deadline): record what
+            // the client will see.
+            let status = error.as_response_error().status_code().as_u16();
+            metrics::record_request(&method, "unmatched", status, elapsed);
+            span.in_scope(|| {
+                tracing::warn!(status, error = %error, latency_ms = elapsed.as_secs_f64() * 1000.0, "request failed")
+            });
+            return Err(error);
+        }
+    };
     let status = response.status().as_u16();
     let route = response
         .request()

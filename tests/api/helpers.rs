@@ -151,7 +151,12 @@ async fn spawn(postgres: bool, configure: impl FnOnce(&mut Settings)) -> TestApp
     let app = Application::build(settings.clone())
         .await
         .expect("valet starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let scheme = if settings.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let address = format!("{scheme}://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

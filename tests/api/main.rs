@@ -3,6 +3,7 @@
 
 mod auth;
 mod cache;
+mod edge;
 mod errors;
 mod files;
 mod helpers;
