@@ -73,6 +73,8 @@ pub struct HealthArgs {
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective one, secrets redacted.
     Check,
+    /// Print the JSON Schema of the configuration file (for editors and linters).
+    Schema,
 }
 
 /// `valet keys …`
@@ -194,6 +196,7 @@ impl Cli {
                     .await?
                     .run_until_stopped()
                     .await?;
+                tracing::info!("valet stopped");
             }
             Command::Migrate { revert } => {
                 let settings = Settings::load(self.config.as_deref())?;
@@ -221,6 +224,12 @@ impl Cli {
                 let settings = Settings::load(self.config.as_deref())?;
                 print!("{}", settings.to_redacted_toml()?);
                 eprintln!("configuration is valid");
+            }
+            Command::Config(ConfigCommand::Schema) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Settings::json_schema())?
+                );
             }
             Command::Keys(KeysCommand::Generate { out, id }) => {
                 let key = RootKey::generate(id);

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `VALET_` prefix that are not configuration options.
@@ -20,7 +21,7 @@ const NON_CONFIG_ENV: &[&str] = &["config", "token", "api_url"];
 pub const MAX_URL_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Directory for the embedded default's database, objects and generated keys.
@@ -48,7 +49,7 @@ pub struct Settings {
 }
 
 /// HTTP server settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
@@ -81,7 +82,7 @@ pub struct ServerSettings {
 }
 
 /// Metadata database settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://…`; default `sqlite://<data_dir>/valet.db`.
@@ -97,7 +98,7 @@ pub struct DatabaseSettings {
 }
 
 /// File metadata cache settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
     /// `redis://…` (or `rediss://…`); absent = a bounded in-process cache.
@@ -113,7 +114,7 @@ pub struct CacheSettings {
 }
 
 /// Token verification settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Generate (on first start) and trust a development root key in `data_dir`.
@@ -125,7 +126,7 @@ pub struct AuthSettings {
 }
 
 /// One trusted root public key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedKey {
     /// Key id carried by tokens as `root_key_id`.
@@ -135,7 +136,7 @@ pub struct TrustedKey {
 }
 
 /// Upload limits and URL lifetimes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct UploadSettings {
     /// Largest file a device may declare, in bytes.
@@ -147,7 +148,7 @@ pub struct UploadSettings {
 }
 
 /// One named storage backend.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BackendSettings {
     /// valet's own store on the local file system.
@@ -161,7 +162,7 @@ pub enum BackendSettings {
 }
 
 /// Per-tenant settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantSettings {
     /// Backend new files of this tenant go to.
@@ -169,7 +170,7 @@ pub struct TenantSettings {
 }
 
 /// Event envelope settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventSettings {
     /// CloudEvents `source` (default `valet://<hostname>`).
@@ -177,7 +178,7 @@ pub struct EventSettings {
 }
 
 /// Logging settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// Filter directive (`info`, `valet=debug,actix_web=info`, …); `RUST_LOG` wins.
@@ -187,7 +188,7 @@ pub struct LogSettings {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -197,7 +198,7 @@ pub enum LogFormat {
 }
 
 /// A configured secret: never printed, never logged.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -481,6 +482,11 @@ impl Settings {
             .bind
             .parse()
             .with_context(|| format!("server.bind {:?} is not an address:port", self.server.bind))
+    }
+
+    /// JSON Schema of the configuration (checked against the README's reference).
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::Value::from(schemars::schema_for!(Settings))
     }
 
     /// The networks whose forwarding headers are trusted.

@@ -769,7 +769,8 @@ fn upload_reports_an_unreachable_server() {
 #[test]
 fn upload_download_and_events_end_to_end_without_leaking_secrets() {
     let dir = TempDir::new().expect("temp dir");
-    let mut server = Server::start(dir.path(), &[]);
+    // Every level of every crate: no log line at any level may carry a secret.
+    let mut server = Server::start(dir.path(), &[("RUST_LOG", "trace")]);
     let dev_key = read_key_file(&dir.path().join("valet-data/dev-root-key.toml"));
 
     let token = mint_device_token(dir.path(), "acme", "dev-42");
@@ -868,6 +869,7 @@ fn upload_download_and_events_end_to_end_without_leaking_secrets() {
         logs.contains("request completed") && logs.contains("/v1/files"),
         "the requests were logged (otherwise the checks below prove nothing):\n{logs}"
     );
+    assert!(logs.contains("TRACE"), "trace logging was on");
     assert!(!logs.contains(&token), "the server logged the token");
     assert!(
         !logs.contains(&dev_key.private_hex),
@@ -1057,4 +1059,120 @@ fn health_reports_a_live_server_and_fails_for_a_dead_one() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     let out = run_err(valet(dir.path()).args(["health", "--url", &closed]));
     assert!(out.stderr.contains("cannot reach"), "{}", out.all());
+}
+
+// ---------------------------------------------------------------------------
+// graceful shutdown
+// ---------------------------------------------------------------------------
+
+/// Sends one HTTP/1.1 request and returns the status and body.
+fn http_call(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn sigterm_finishes_the_requests_in_flight_then_exits() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut server = Server::start(dir.path(), &[("VALET_SERVER__SHUTDOWN_TIMEOUT_SECS", "20")]);
+    let token = mint_device_token(dir.path(), "acme", "dev-42");
+    let bytes = random_bytes(64 * 1024);
+    let sha = sha256_hex(&bytes);
+
+    // Eight uploads are in flight: headers and half the body sent.
+    let mut in_flight = Vec::new();
+    for i in 0..8 {
+        let request = format!(
+            r#"{{"name":"part-{i}.bin","size":{},"sha256":"{sha}"}}"#,
+            bytes.len()
+        );
+        let (status, created) = http_call(server.port, "POST", "/v1/files", &token, &request);
+        assert_eq!(status, 201, "{created}");
+        let created: Value = serde_json::from_str(&created).expect("created JSON");
+        let url = url::Url::parse(created["upload"]["url"].as_str().expect("url")).expect("url");
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            stream,
+            "PUT {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
+             Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+            &url[url::Position::BeforePath..],
+            bytes.len()
+        )
+        .expect("write head");
+        stream
+            .write_all(&bytes[..bytes.len() / 2])
+            .expect("write half");
+        in_flight.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let pid = server.child.as_ref().expect("running").id();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Every accepted request still completes.
+    for mut stream in in_flight {
+        stream
+            .write_all(&bytes[bytes.len() / 2..])
+            .expect("write rest");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("read");
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "an accepted upload failed during shutdown: {response}\n{}",
+            server.logs()
+        );
+    }
+
+    // Then the process exits on its own, cleanly.
+    let child = server.child.as_mut().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "valet did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    server.child = None;
+    assert!(status.success(), "exit status {status}\n{}", server.logs());
+    assert!(
+        fs::read_dir(dir.path().join("valet-data/objects"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false),
+        "the uploads were stored"
+    );
 }
