@@ -46,6 +46,39 @@ pub struct Settings {
     pub events: EventSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Background reconciliation of unfinished uploads, retention and purging.
+    pub reconciler: ReconcilerSettings,
+}
+
+/// Background reconciliation settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcilerSettings {
+    /// Run the reconciler in this instance.
+    pub enabled: bool,
+    /// Seconds between passes.
+    pub interval_secs: u64,
+    /// Seconds after an upload URL expires before its file is reconciled.
+    pub grace_secs: u64,
+    /// Files claimed per pass.
+    pub batch_size: i64,
+    /// Seconds a claim keeps other instances off a file (and before a failed file is retried).
+    pub lease_secs: u64,
+    /// Days after which rejected, expired and deleted records are purged (0 = keep).
+    pub purge_after_days: u32,
+}
+
+impl Default for ReconcilerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 60,
+            grace_secs: 300,
+            batch_size: 100,
+            lease_secs: 300,
+            purge_after_days: 30,
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -167,6 +200,8 @@ pub enum BackendSettings {
 pub struct TenantSettings {
     /// Backend new files of this tenant go to.
     pub backend: Option<String>,
+    /// Days after upload when this tenant's files are deleted (object and record).
+    pub retention_days: Option<u32>,
 }
 
 /// Event envelope settings.
@@ -235,6 +270,7 @@ impl Default for Settings {
             tenants: BTreeMap::new(),
             events: EventSettings::default(),
             log: LogSettings::default(),
+            reconciler: ReconcilerSettings::default(),
         }
     }
 }
@@ -384,6 +420,23 @@ impl Settings {
         ] {
             if value == 0 {
                 bail!("{what} must be at least 1");
+            }
+        }
+        for (what, value) in [
+            ("reconciler.interval_secs", self.reconciler.interval_secs),
+            ("reconciler.lease_secs", self.reconciler.lease_secs),
+            (
+                "reconciler.batch_size",
+                self.reconciler.batch_size.max(0) as u64,
+            ),
+        ] {
+            if value == 0 {
+                bail!("{what} must be at least 1");
+            }
+        }
+        for (tenant, t) in &self.tenants {
+            if t.retention_days == Some(0) {
+                bail!("tenants.{tenant}.retention_days must be at least 1 (leave it out to keep files)");
             }
         }
         if let Some(workers) = self.server.workers {

@@ -15,6 +15,7 @@ pub mod events;
 pub mod metadata;
 pub mod notifier;
 pub mod problem;
+pub mod reconciler;
 pub mod routes;
 pub mod service;
 pub mod signer;

@@ -18,8 +18,8 @@ use crate::domain::{
     Identity, Operation, Principal, Root, Sha256,
 };
 use crate::metadata::{
-    now_micros, GetFile, InsertFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded,
-    MetadataStore, Ping, StoreError, Transition,
+    now_micros, GetFile, InsertFile, ListFiles, MarkDeleted, MarkExpired, MarkRejected,
+    MarkUploaded, MetadataStore, Ping, StoreError, Transition,
 };
 use crate::notifier::{Notifier, OutboxAppended};
 use crate::problem::{ApiError, ErrorCode};
@@ -583,6 +583,12 @@ impl FileService {
     /// Marks a file deleted and removes its object (idempotent).
     pub async fn delete(&self, who: &Authenticated, id: FileId) -> Result<(), ApiError> {
         let file = self.visible_file(who, id, Operation::Delete).await?;
+        self.remove(&file).await
+    }
+
+    /// Marks a file deleted and removes its object, with no permission check (for
+    /// callers that already have one, and for retention). Idempotent.
+    pub async fn remove(&self, file: &File) -> Result<(), ApiError> {
         if file.status == FileStatus::Deleted {
             return Ok(());
         }
@@ -590,8 +596,8 @@ impl FileService {
         match transition {
             Transition::Changed(_) => {
                 self.notifier.do_send(OutboxAppended);
-                metrics::record_file_operation("delete", file.tenant_id.as_str(), device(&file));
-                self.delete_object(&file).await;
+                metrics::record_file_operation("delete", file.tenant_id.as_str(), device(file));
+                self.delete_object(file).await;
                 Ok(())
             }
             Transition::Unchanged(_) => Ok(()),
@@ -601,6 +607,38 @@ impl FileService {
             )),
             Transition::NotFound => Err(ApiError::file_not_found()),
         }
+    }
+
+    /// `pending` → `expired`: the upload URL expired and no object was stored.
+    /// Returns whether this call made the change.
+    pub async fn expire(&self, file: &File) -> Result<bool, ApiError> {
+        match self.transition(MarkExpired(file.id)).await? {
+            Transition::Changed(_) => {
+                self.notifier.do_send(OutboxAppended);
+                metrics::record_file_operation("expire", file.tenant_id.as_str(), device(file));
+                // A device may still PUT with a URL issued moments before expiry.
+                self.delete_object(file).await;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Drops purged records from the cache.
+    pub async fn forget(&self, ids: &[FileId]) {
+        for id in ids {
+            self.cache.remove(id).await;
+        }
+    }
+
+    /// The metadata store (for background jobs).
+    pub fn store(&self) -> &Addr<MetadataStore> {
+        &self.store
+    }
+
+    /// The running configuration.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Checks the database and every storage backend.

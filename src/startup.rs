@@ -16,6 +16,7 @@ use crate::configuration::Settings;
 use crate::edge::{self, CertificateStore, Limits, TrustedProxies, VerifiedClientCertificate};
 use crate::metadata::{db, MetadataStore, Schema};
 use crate::notifier::Notifier;
+use crate::reconciler::Reconciler;
 use crate::routes;
 use crate::service::FileService;
 use crate::signer::Signer;
@@ -111,6 +112,9 @@ impl Application {
 
         let json_limit = settings.server.json_limit_bytes;
         let service = web::Data::new(service);
+        if settings.reconciler.enabled {
+            Reconciler::new(service.clone()).start();
+        }
         let limits = web::Data::new(Limits::new(
             settings.server.max_in_flight,
             Duration::from_secs(settings.server.request_timeout_secs),

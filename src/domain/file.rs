@@ -67,8 +67,10 @@ pub enum FileStatus {
     Uploaded,
     /// Stored bytes did not match the declaration; the object was deleted.
     Rejected,
-    /// Deleted by a caller.
+    /// Deleted by a caller (or by retention).
     Deleted,
+    /// Never uploaded: the upload URL expired with no object stored.
+    Expired,
 }
 
 impl FileStatus {
@@ -79,6 +81,7 @@ impl FileStatus {
             FileStatus::Uploaded => "uploaded",
             FileStatus::Rejected => "rejected",
             FileStatus::Deleted => "deleted",
+            FileStatus::Expired => "expired",
         }
     }
 }
@@ -91,6 +94,7 @@ impl FromStr for FileStatus {
             "uploaded" => Ok(FileStatus::Uploaded),
             "rejected" => Ok(FileStatus::Rejected),
             "deleted" => Ok(FileStatus::Deleted),
+            "expired" => Ok(FileStatus::Expired),
             other => Err(format!("unknown file status {other:?}")),
         }
     }

@@ -20,6 +20,8 @@ pub enum EventKind {
     Rejected,
     /// An uploaded file was deleted.
     Deleted,
+    /// A file was never uploaded before its upload URL expired.
+    Expired,
 }
 
 impl EventKind {
@@ -29,6 +31,7 @@ impl EventKind {
             EventKind::Uploaded => "uploaded",
             EventKind::Rejected => "rejected",
             EventKind::Deleted => "deleted",
+            EventKind::Expired => "expired",
         }
     }
 

@@ -2,6 +2,7 @@
 //! SQLite through diesel, on a pool of dedicated threads (diesel is blocking).
 
 pub mod db;
+mod reconcile;
 mod rows;
 mod schema;
 
@@ -18,6 +19,7 @@ use crate::domain::{File, FileId, FileStatus, Root, TenantId};
 use crate::events::{file_event, EventKind};
 use crate::telemetry::metrics;
 use db::{DbConnection, DbPool};
+pub use reconcile::{ClaimOverdue, MarkExpired, PendingBacklog, PurgeFinished, RetentionDue};
 pub use rows::OutboxEntry;
 use rows::{FileRow, NewOutboxRow};
 use schema::{files, outbox};
@@ -383,6 +385,7 @@ impl Handler<MarkDeleted> for MetadataStore {
                 FileStatus::Uploaded,
                 FileStatus::Pending,
                 FileStatus::Rejected,
+                FileStatus::Expired,
             ],
             FileStatus::Deleted,
             // Only an uploaded file was ever announced, so only its deletion is news.

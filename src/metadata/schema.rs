@@ -17,6 +17,7 @@ diesel::table! {
         updated_at -> Timestamp,
         uploaded_at -> Nullable<Timestamp>,
         upload_expires_at -> Timestamp,
+        reconcile_after -> Nullable<Timestamp>,
     }
 }
 

@@ -67,3 +67,20 @@ pub fn record_pool(state: r2d2::State, max_size: u32, waited: Duration) {
 pub fn record_overload() {
     counter!("valet_http_overloaded_total").increment(1);
 }
+
+/// One file settled by the reconciler (`completed`, `rejected`, `expired`,
+/// `skipped`, `failed`, `retention_deleted`).
+pub fn record_reconciled(outcome: &'static str) {
+    counter!("valet_reconciled_files_total", "outcome" => outcome).increment(1);
+}
+
+/// Finished records purged.
+pub fn record_purged(count: usize) {
+    counter!("valet_purged_records_total").increment(count as u64);
+}
+
+/// Pending files and the age of the oldest, in seconds.
+pub fn set_pending_backlog(count: i64, oldest_age_secs: f64) {
+    gauge!("valet_pending_files").set(count as f64);
+    gauge!("valet_oldest_pending_age_seconds").set(oldest_age_secs);
+}

@@ -381,6 +381,40 @@ impl TestApp {
     }
 
     /// Every file under the local store's root, the receiving area included.
+    /// Runs one SQL statement on the test's database (to age records, say).
+    pub async fn execute_sql(&self, sql: String) {
+        let url = self.settings.database_url();
+        actix_web::web::block(move || {
+            use diesel::RunQueryDsl;
+            let pool = db::connect(&url, 1, Duration::from_secs(5)).expect("pool");
+            let mut conn = pool.get().expect("connection");
+            diesel::sql_query(sql)
+                .execute(&mut *conn)
+                .expect("SQL statement");
+        })
+        .await
+        .expect("block");
+    }
+
+    /// Polls the file until `done` holds for it (at most 20 s); returns it.
+    pub async fn wait_for_file(
+        &self,
+        token: &str,
+        id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let response = self.get_file(token, id).await;
+            last = response.json().await.expect("file JSON");
+            if done(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the file never reached the expected state: {last}");
+    }
+
     pub fn stored_objects(&self) -> Vec<std::path::PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else {

@@ -10,3 +10,4 @@ mod helpers;
 mod local_store;
 mod ops;
 mod postgres;
+mod reconciler;

@@ -1,0 +1,159 @@
+//! What the reconciler asks of the metadata: overdue pending files (claimed with a
+//! lease so one instance works a file at a time), expiry, retention and purging.
+
+use actix::{Handler, Message};
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+
+use super::db::DbConnection;
+use super::rows::FileRow;
+use super::schema::files;
+use super::{now_micros, MetadataStore, StoreError, Transition};
+use crate::domain::{File, FileId, FileStatus, TenantId};
+use crate::events::EventKind;
+
+/// Claims up to `limit` pending files whose upload URL expired before `cutoff`
+/// and that no instance holds a lease on; the lease lasts `lease`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<File>, StoreError>")]
+pub struct ClaimOverdue {
+    /// Upload URLs that expired before this are overdue.
+    pub cutoff: DateTime<Utc>,
+    /// How long the claim keeps other instances away (and when a failed file is retried).
+    pub lease: Duration,
+    /// Batch size.
+    pub limit: i64,
+}
+
+/// `pending` → `expired`, recording `io.valet.file.expired`.
+#[derive(Message)]
+#[rtype(result = "Result<Transition, StoreError>")]
+pub struct MarkExpired(pub FileId);
+
+/// Uploaded files of `tenant` uploaded before `cutoff` (retention).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<File>, StoreError>")]
+pub struct RetentionDue {
+    /// Tenant whose retention applies.
+    pub tenant: TenantId,
+    /// Files uploaded before this are due.
+    pub cutoff: DateTime<Utc>,
+    /// Batch size.
+    pub limit: i64,
+}
+
+/// Deletes up to `limit` records that ended (`rejected`, `expired`, `deleted`)
+/// before `cutoff`; returns the ids that went.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<FileId>, StoreError>")]
+pub struct PurgeFinished {
+    /// Records last changed before this go.
+    pub cutoff: DateTime<Utc>,
+    /// Batch size.
+    pub limit: i64,
+}
+
+/// Pending files and the creation time of the oldest.
+#[derive(Message)]
+#[rtype(result = "Result<(i64, Option<DateTime<Utc>>), StoreError>")]
+pub struct PendingBacklog;
+
+const FINISHED: [&str; 3] = ["rejected", "expired", "deleted"];
+
+impl Handler<ClaimOverdue> for MetadataStore {
+    type Result = Result<Vec<File>, StoreError>;
+    fn handle(&mut self, msg: ClaimOverdue, _: &mut Self::Context) -> Self::Result {
+        let mut conn = self.conn()?;
+        let now = now_micros().naive_utc();
+        let until = now + msg.lease;
+        let overdue = files::table
+            .select(files::id)
+            .filter(files::status.eq(FileStatus::Pending.as_str()))
+            .filter(files::upload_expires_at.lt(msg.cutoff.naive_utc()))
+            .filter(
+                files::reconcile_after
+                    .is_null()
+                    .or(files::reconcile_after.lt(now)),
+            )
+            .order(files::upload_expires_at.asc())
+            .limit(msg.limit);
+        // On Postgres the chosen rows are locked and rows another instance is
+        // claiming are skipped, so concurrent reconcilers get disjoint batches.
+        // SQLite serves one instance (documented), whose reconciler claims one
+        // batch at a time.
+        let conn: &mut DbConnection = &mut conn;
+        let rows: Vec<FileRow> = conn.transaction(|conn| {
+            let ids: Vec<String> = match conn {
+                DbConnection::Postgresql(pg) => overdue.for_update().skip_locked().load(pg)?,
+                DbConnection::Sqlite(sqlite) => overdue.load(sqlite)?,
+            };
+            diesel::update(files::table.filter(files::id.eq_any(&ids)))
+                .set(files::reconcile_after.eq(until))
+                .execute(conn)?;
+            files::table
+                .select(FileRow::as_select())
+                .filter(files::id.eq_any(&ids))
+                .load(conn)
+        })?;
+        rows.into_iter()
+            .map(|r| r.into_file().map_err(StoreError::from))
+            .collect()
+    }
+}
+
+impl Handler<MarkExpired> for MetadataStore {
+    type Result = Result<Transition, StoreError>;
+    fn handle(&mut self, msg: MarkExpired, _: &mut Self::Context) -> Self::Result {
+        self.transition(msg.0, &[FileStatus::Pending], FileStatus::Expired, |_| {
+            Some(EventKind::Expired)
+        })
+    }
+}
+
+impl Handler<RetentionDue> for MetadataStore {
+    type Result = Result<Vec<File>, StoreError>;
+    fn handle(&mut self, msg: RetentionDue, _: &mut Self::Context) -> Self::Result {
+        let mut conn = self.conn()?;
+        let rows: Vec<FileRow> = files::table
+            .select(FileRow::as_select())
+            .filter(files::tenant_id.eq(msg.tenant.as_str()))
+            .filter(files::status.eq(FileStatus::Uploaded.as_str()))
+            .filter(files::uploaded_at.lt(msg.cutoff.naive_utc()))
+            .order(files::uploaded_at.asc())
+            .limit(msg.limit)
+            .load(&mut conn)?;
+        rows.into_iter()
+            .map(|r| r.into_file().map_err(StoreError::from))
+            .collect()
+    }
+}
+
+impl Handler<PurgeFinished> for MetadataStore {
+    type Result = Result<Vec<FileId>, StoreError>;
+    fn handle(&mut self, msg: PurgeFinished, _: &mut Self::Context) -> Self::Result {
+        let mut conn = self.conn()?;
+        conn.transaction(|conn| {
+            let due: Vec<String> = files::table
+                .select(files::id)
+                .filter(files::status.eq_any(FINISHED))
+                .filter(files::updated_at.lt(msg.cutoff.naive_utc()))
+                .limit(msg.limit)
+                .load(conn)?;
+            diesel::delete(files::table.filter(files::id.eq_any(&due))).execute(conn)?;
+            Ok(due.iter().filter_map(|id| id.parse().ok()).collect())
+        })
+    }
+}
+
+impl Handler<PendingBacklog> for MetadataStore {
+    type Result = Result<(i64, Option<DateTime<Utc>>), StoreError>;
+    fn handle(&mut self, _: PendingBacklog, _: &mut Self::Context) -> Self::Result {
+        let mut conn = self.conn()?;
+        let pending = files::table.filter(files::status.eq(FileStatus::Pending.as_str()));
+        let count: i64 = pending.count().get_result(&mut conn)?;
+        let oldest: Option<chrono::NaiveDateTime> = pending
+            .select(diesel::dsl::min(files::created_at))
+            .first(&mut conn)?;
+        Ok((count, oldest.map(|t| t.and_utc())))
+    }
+}

@@ -1,0 +1,248 @@
+//! The `Reconciler` actor: brings unfinished uploads to a final state when devices
+//! never call `complete`, applies per-tenant retention and purges old records.
+//!
+//! Each pass claims overdue pending files (upload URL expired plus a grace period)
+//! with a lease, so several instances on one PostgreSQL database never work the same
+//! file at once, and runs the very completion path `complete` uses:
+//! present and valid → `uploaded`; present but wrong → `rejected` (object deleted);
+//! absent → `expired`. A file whose storage cannot be reached keeps its lease until
+//! it runs out, and is tried again on a later pass.
+
+use std::time::Duration;
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use actix_web::web;
+use chrono::Utc;
+
+use crate::domain::{File, TenantId};
+use crate::metadata::{ClaimOverdue, PendingBacklog, PurgeFinished, RetentionDue};
+use crate::problem::ErrorCode;
+use crate::service::FileService;
+use crate::telemetry::metrics;
+
+/// What a pass did to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The object was there and valid: `uploaded`.
+    Completed,
+    /// The object did not match its declaration: `rejected`, object deleted.
+    Rejected,
+    /// No object: `expired`.
+    Expired,
+    /// Someone else finished it first (a late `complete`, another instance).
+    Skipped,
+    /// Storage or database unavailable: tried again after the lease.
+    Failed,
+}
+
+impl Outcome {
+    /// Metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Rejected => "rejected",
+            Outcome::Expired => "expired",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Runs reconciliation passes on an interval.
+pub struct Reconciler {
+    service: web::Data<FileService>,
+    running: bool,
+}
+
+impl Reconciler {
+    /// A reconciler working through `service`.
+    pub fn new(service: web::Data<FileService>) -> Self {
+        Self {
+            service,
+            running: false,
+        }
+    }
+}
+
+impl Actor for Reconciler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let interval = Duration::from_secs(self.service.settings().reconciler.interval_secs);
+        ctx.run_interval(interval, |act, ctx| {
+            // A slow pass (a large backlog, slow storage) is not overlapped by the next.
+            if act.running {
+                return;
+            }
+            act.running = true;
+            let service = act.service.clone();
+            ctx.spawn(
+                async move { run_pass(&service).await }
+                    .into_actor(act)
+                    .map(|_, act, _| act.running = false),
+            );
+        });
+    }
+}
+
+/// One full pass: overdue uploads, retention, purge, backlog metrics.
+pub async fn run_pass(service: &FileService) {
+    reconcile_overdue(service).await;
+    apply_retention(service).await;
+    purge(service).await;
+    match service.store().send(PendingBacklog).await {
+        Ok(Ok((count, oldest))) => {
+            let age = oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds() as f64 / 1e3);
+            metrics::set_pending_backlog(count, age.max(0.0));
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot measure the pending backlog"),
+        Err(e) => tracing::warn!(error = %e, "metadata store unreachable"),
+    }
+}
+
+/// Claims and settles overdue pending files, batch after batch.
+pub async fn reconcile_overdue(service: &FileService) -> Vec<(File, Outcome)> {
+    let settings = &service.settings().reconciler;
+    let mut settled = Vec::new();
+    loop {
+        let cutoff = Utc::now() - chrono::Duration::seconds(settings.grace_secs as i64);
+        let claim = ClaimOverdue {
+            cutoff,
+            lease: chrono::Duration::seconds(settings.lease_secs as i64),
+            limit: settings.batch_size,
+        };
+        let batch = match service.store().send(claim).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reconciler cannot claim overdue uploads");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata store unreachable");
+                break;
+            }
+        };
+        let full = batch.len() as i64 >= settings.batch_size;
+        for file in batch {
+            let outcome = settle(service, &file).await;
+            metrics::record_reconciled(outcome.as_str());
+            tracing::info!(file_id = %file.id, tenant = %file.tenant_id, outcome = outcome.as_str(), "reconciled an unfinished upload");
+            settled.push((file, outcome));
+        }
+        // Claimed files leave the candidate set (status changed or lease held), so
+        // the loop ends; a short batch means nothing else is due.
+        if !full {
+            break;
+        }
+    }
+    settled
+}
+
+async fn settle(service: &FileService, file: &File) -> Outcome {
+    match service.verify_and_complete(file.clone()).await {
+        Ok(_) => Outcome::Completed,
+        Err(e) => match e.code() {
+            ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => Outcome::Rejected,
+            ErrorCode::UploadMissing => match service.expire(file).await {
+                Ok(true) => Outcome::Expired,
+                Ok(false) => Outcome::Skipped,
+                Err(e) => {
+                    tracing::warn!(file_id = %file.id, error = %e, "cannot expire a file");
+                    Outcome::Failed
+                }
+            },
+            ErrorCode::Conflict => Outcome::Skipped,
+            _ => {
+                tracing::warn!(file_id = %file.id, error = %e, "cannot reconcile a file now; retrying later");
+                Outcome::Failed
+            }
+        },
+    }
+}
+
+/// Deletes uploaded files older than their tenant's `retention_days`.
+pub async fn apply_retention(service: &FileService) -> usize {
+    let settings = service.settings();
+    let batch = settings.reconciler.batch_size;
+    let mut deleted = 0;
+    for (tenant, tenant_settings) in &settings.tenants {
+        let Some(days) = tenant_settings.retention_days else {
+            continue;
+        };
+        let Ok(tenant_id) = TenantId::parse(tenant) else {
+            tracing::warn!(%tenant, "retention configured for an invalid tenant id");
+            continue;
+        };
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+        loop {
+            let due = RetentionDue {
+                tenant: tenant_id.clone(),
+                cutoff,
+                limit: batch,
+            };
+            let files = match service.store().send(due).await {
+                Ok(Ok(files)) => files,
+                Ok(Err(e)) => {
+                    tracing::warn!(%tenant, error = %e, "cannot apply retention");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata store unreachable");
+                    break;
+                }
+            };
+            let full = files.len() as i64 >= batch;
+            for file in &files {
+                match service.remove(file).await {
+                    Ok(()) => {
+                        deleted += 1;
+                        metrics::record_reconciled("retention_deleted");
+                    }
+                    Err(e) => {
+                        tracing::warn!(file_id = %file.id, error = %e, "retention could not delete a file");
+                        return deleted;
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    deleted
+}
+
+/// Removes records that ended long ago.
+pub async fn purge(service: &FileService) -> usize {
+    let settings = &service.settings().reconciler;
+    if settings.purge_after_days == 0 {
+        return 0;
+    }
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(settings.purge_after_days));
+    let mut purged = 0;
+    loop {
+        let request = PurgeFinished {
+            cutoff,
+            limit: settings.batch_size,
+        };
+        match service.store().send(request).await {
+            Ok(Ok(ids)) => {
+                service.forget(&ids).await;
+                purged += ids.len();
+                metrics::record_purged(ids.len());
+                if (ids.len() as i64) < settings.batch_size {
+                    break;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot purge finished records");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata store unreachable");
+                break;
+            }
+        }
+    }
+    purged
+}
