@@ -48,6 +48,16 @@ pub struct Settings {
     pub log: LogSettings,
     /// Background reconciliation of unfinished uploads, retention and purging.
     pub reconciler: ReconcilerSettings,
+    /// Storage event notifications accepted, keyed by backend name.
+    pub storage_events: BTreeMap<String, StorageEventSettings>,
+}
+
+/// Storage event notifications from one backend (`POST /v1/storage-events/<backend>`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageEventSettings {
+    /// Shared secret the store sends as `Authorization: Bearer <secret>` (at least 16 bytes).
+    pub secret: Secret,
 }
 
 /// Background reconciliation settings.
@@ -238,6 +248,11 @@ pub enum LogFormat {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     /// The secret value, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -271,6 +286,7 @@ impl Default for Settings {
             events: EventSettings::default(),
             log: LogSettings::default(),
             reconciler: ReconcilerSettings::default(),
+            storage_events: BTreeMap::new(),
         }
     }
 }
@@ -432,6 +448,17 @@ impl Settings {
         ] {
             if value == 0 {
                 bail!("{what} must be at least 1");
+            }
+        }
+        for (backend, events) in &self.storage_events {
+            if !self.backends.contains_key(backend) {
+                bail!(
+                    "storage_events.{backend}: no such backend (configured: {})",
+                    self.backend_names()
+                );
+            }
+            if events.secret.expose().len() < 16 {
+                bail!("storage_events.{backend}.secret must be at least 16 bytes");
             }
         }
         for (tenant, t) in &self.tenants {

@@ -21,4 +21,5 @@ pub mod service;
 pub mod signer;
 pub mod startup;
 pub mod storage;
+pub mod storage_events;
 pub mod telemetry;

@@ -25,12 +25,56 @@ use crate::notifier::{Notifier, OutboxAppended};
 use crate::problem::{ApiError, ErrorCode};
 use crate::signer::{SignDownload, SignError, SignUpload, Signer};
 use crate::storage::Backends;
+use crate::storage_events::CreatedObject;
 use crate::telemetry::metrics;
 
 /// Largest page of a listing.
 pub const MAX_LIST_LIMIT: i64 = 1000;
 /// Page size when none is asked for.
 pub const DEFAULT_LIST_LIMIT: i64 = 100;
+
+/// What a storage event did to the file it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageEventOutcome {
+    /// The pending file was verified and is now `uploaded`.
+    Completed(FileId),
+    /// The file was already `uploaded` (a duplicate delivery, or `complete` won).
+    AlreadyUploaded(FileId),
+    /// The stored object did not match: `rejected`, object deleted.
+    Rejected(FileId),
+    /// The store does not show the object yet: the file stays pending.
+    NotYetVisible(FileId),
+    /// The file had ended (`rejected`, `expired`, `deleted`): nothing to do.
+    Finished(FileId),
+    /// Not an object valet issued.
+    Unknown,
+}
+
+impl StorageEventOutcome {
+    /// Label for responses and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StorageEventOutcome::Completed(_) => "completed",
+            StorageEventOutcome::AlreadyUploaded(_) => "already_uploaded",
+            StorageEventOutcome::Rejected(_) => "rejected",
+            StorageEventOutcome::NotYetVisible(_) => "not_yet_visible",
+            StorageEventOutcome::Finished(_) => "finished",
+            StorageEventOutcome::Unknown => "unknown",
+        }
+    }
+
+    /// The file concerned, if valet knows it.
+    pub fn file_id(&self) -> Option<FileId> {
+        match *self {
+            StorageEventOutcome::Completed(id)
+            | StorageEventOutcome::AlreadyUploaded(id)
+            | StorageEventOutcome::Rejected(id)
+            | StorageEventOutcome::NotYetVisible(id)
+            | StorageEventOutcome::Finished(id) => Some(id),
+            StorageEventOutcome::Unknown => None,
+        }
+    }
+}
 
 /// Handles to everything the workflows need; cheap to clone.
 #[derive(Clone)]
@@ -450,6 +494,52 @@ impl FileService {
                 format!("the file is {} and cannot be completed", file.status),
             )),
             Transition::NotFound => Err(ApiError::file_not_found()),
+        }
+    }
+
+    /// Acts on a storage event reporting `object` created in `backend`: a pending
+    /// file of valet's goes through [`Self::verify_and_complete`], as if its device
+    /// had called `complete`. Objects valet did not issue are `Unknown`.
+    pub async fn object_created(
+        &self,
+        backend: &str,
+        object: &CreatedObject,
+    ) -> Result<StorageEventOutcome, ApiError> {
+        let Some(store) = self.backends.get(backend) else {
+            return Ok(StorageEventOutcome::Unknown);
+        };
+        if store.container().is_some_and(|c| c != object.bucket) {
+            return Ok(StorageEventOutcome::Unknown);
+        }
+        // Keys valet issues end with the file id.
+        let Ok(key) = valet_backends::ObjectKey::parse(&object.key) else {
+            return Ok(StorageEventOutcome::Unknown);
+        };
+        let Some(Ok(id)) = key.as_str().rsplit('/').next().map(str::parse::<FileId>) else {
+            return Ok(StorageEventOutcome::Unknown);
+        };
+        let Some(file) = self.load(id).await? else {
+            return Ok(StorageEventOutcome::Unknown);
+        };
+        if file.backend != backend || file.object_key != key {
+            return Ok(StorageEventOutcome::Unknown);
+        }
+        match file.status {
+            FileStatus::Uploaded => return Ok(StorageEventOutcome::AlreadyUploaded(file.id)),
+            FileStatus::Pending => {}
+            _ => return Ok(StorageEventOutcome::Finished(file.id)),
+        }
+        let id = file.id;
+        match self.verify_and_complete(file).await {
+            Ok(_) => Ok(StorageEventOutcome::Completed(id)),
+            Err(e) => match e.code() {
+                ErrorCode::UploadMissing => Ok(StorageEventOutcome::NotYetVisible(id)),
+                ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => {
+                    Ok(StorageEventOutcome::Rejected(id))
+                }
+                ErrorCode::Conflict => Ok(StorageEventOutcome::Finished(id)),
+                _ => Err(e),
+            },
         }
     }
 

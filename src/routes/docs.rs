@@ -5,7 +5,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{files, health, objects};
+use super::{files, health, objects, storage_events};
 
 /// The OpenAPI description of valet's HTTP API.
 #[derive(OpenApi)]
@@ -16,17 +16,21 @@ use super::{files, health, objects};
         files::create_file, files::list_files, files::get_file, files::complete_file,
         files::download_file, files::delete_file,
         objects::put_object, objects::get_object,
+        storage_events::storage_events,
         health::healthz, health::readyz, health::render_metrics,
     ),
     components(schemas(
         crate::domain::File, crate::domain::FileStatus,
         files::CreateFileBody, files::CreatedUpload, files::SignedRequestBody, files::FileList,
         health::Health, crate::problem::Problem, crate::problem::ErrorCode,
+        storage_events::EventsProcessed, storage_events::EventResult,
+        storage_events::ValidationResponse,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "files", description = "Uploads, downloads and file metadata"),
         (name = "local storage", description = "The local backend's data plane, authorized by URL signatures"),
+        (name = "storage events", description = "Object-created notifications from storage, authenticated by a per-backend secret"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

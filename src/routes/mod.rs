@@ -4,6 +4,7 @@ mod docs;
 mod files;
 mod health;
 mod objects;
+mod storage_events;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
     .app_data(web::PathConfig::default().error_handler(path_error))
     .configure(files::configure)
     .configure(objects::configure)
+    .configure(storage_events::configure)
     .configure(health::configure)
     .configure(docs::configure)
     .default_service(web::to(not_found));

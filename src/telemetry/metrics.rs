@@ -84,3 +84,13 @@ pub fn set_pending_backlog(count: i64, oldest_age_secs: f64) {
     gauge!("valet_pending_files").set(count as f64);
     gauge!("valet_oldest_pending_age_seconds").set(oldest_age_secs);
 }
+
+/// One entry of a storage event document, by outcome.
+pub fn record_storage_event(backend: &str, outcome: &str) {
+    counter!(
+        "valet_storage_events_total",
+        "backend" => backend.to_owned(),
+        "outcome" => outcome.to_owned(),
+    )
+    .increment(1);
+}

@@ -11,3 +11,4 @@ mod local_store;
 mod ops;
 mod postgres;
 mod reconciler;
+mod storage_events;
