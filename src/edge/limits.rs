@@ -19,7 +19,6 @@ const UNLIMITED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 #[derive(Debug, Clone)]
 pub struct Limits {
     in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
     request_timeout: Duration,
     transfer_timeout: Duration,
 }
@@ -33,15 +32,9 @@ impl Limits {
     ) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
             request_timeout,
             transfer_timeout,
         }
-    }
-
-    /// Requests being handled now.
-    pub fn in_flight(&self) -> usize {
-        self.max_in_flight - self.in_flight.available_permits()
     }
 }
 

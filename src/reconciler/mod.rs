@@ -15,7 +15,9 @@ use actix_web::web;
 use chrono::Utc;
 
 use crate::domain::{File, TenantId};
-use crate::metadata::{ClaimOverdue, PendingBacklog, PurgeFinished, RetentionDue};
+use crate::metadata::{
+    ClaimOverdue, MetadataStore, PendingBacklog, PurgeFinished, RetentionDue, StoreError,
+};
 use crate::problem::ErrorCode;
 use crate::service::FileService;
 use crate::telemetry::metrics;
@@ -90,13 +92,31 @@ pub async fn run_pass(service: &FileService) {
     reconcile_overdue(service).await;
     apply_retention(service).await;
     purge(service).await;
-    match service.store().send(PendingBacklog).await {
-        Ok(Ok((count, oldest))) => {
-            let age = oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds() as f64 / 1e3);
-            metrics::set_pending_backlog(count, age.max(0.0));
+    if let Some((count, oldest)) = ask(service, PendingBacklog, "measure the pending backlog").await
+    {
+        let age = oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds() as f64 / 1e3);
+        metrics::set_pending_backlog(count, age.max(0.0));
+    }
+}
+
+/// Sends `message` to the metadata store; failures are logged (the pass goes on
+/// with what it can, and the next pass tries again).
+async fn ask<M, R>(service: &FileService, message: M, what: &str) -> Option<R>
+where
+    M: actix::Message<Result = Result<R, StoreError>> + Send + 'static,
+    R: Send + 'static,
+    MetadataStore: actix::Handler<M>,
+{
+    match service.store().send(message).await {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reconciler cannot {what}");
+            None
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot measure the pending backlog"),
-        Err(e) => tracing::warn!(error = %e, "metadata store unreachable"),
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata store unreachable");
+            None
+        }
     }
 }
 
@@ -111,16 +131,8 @@ pub async fn reconcile_overdue(service: &FileService) -> Vec<(File, Outcome)> {
             lease: chrono::Duration::seconds(settings.lease_secs as i64),
             limit: settings.batch_size,
         };
-        let batch = match service.store().send(claim).await {
-            Ok(Ok(batch)) => batch,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "reconciler cannot claim overdue uploads");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metadata store unreachable");
-                break;
-            }
+        let Some(batch) = ask(service, claim, "claim overdue uploads").await else {
+            break;
         };
         let full = batch.len() as i64 >= settings.batch_size;
         for file in batch {
@@ -180,16 +192,8 @@ pub async fn apply_retention(service: &FileService) -> usize {
                 cutoff,
                 limit: batch,
             };
-            let files = match service.store().send(due).await {
-                Ok(Ok(files)) => files,
-                Ok(Err(e)) => {
-                    tracing::warn!(%tenant, error = %e, "cannot apply retention");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metadata store unreachable");
-                    break;
-                }
+            let Some(files) = ask(service, due, "apply retention").await else {
+                break;
             };
             let full = files.len() as i64 >= batch;
             for file in &files {
@@ -225,23 +229,14 @@ pub async fn purge(service: &FileService) -> usize {
             cutoff,
             limit: settings.batch_size,
         };
-        match service.store().send(request).await {
-            Ok(Ok(ids)) => {
-                service.forget(&ids).await;
-                purged += ids.len();
-                metrics::record_purged(ids.len());
-                if (ids.len() as i64) < settings.batch_size {
-                    break;
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot purge finished records");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metadata store unreachable");
-                break;
-            }
+        let Some(ids) = ask(service, request, "purge finished records").await else {
+            break;
+        };
+        service.forget(&ids).await;
+        purged += ids.len();
+        metrics::record_purged(ids.len());
+        if (ids.len() as i64) < settings.batch_size {
+            break;
         }
     }
     purged

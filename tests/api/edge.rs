@@ -158,41 +158,26 @@ async fn with_a_client_ca_services_need_a_client_certificate_and_devices_do_not(
     let clients = TestCa::new("client CA");
     let (app, _certs) = spawn_https(&ca, Some(&clients)).await;
     let body = json!({"name": "a.bin", "size": 3, "sha256": hex::encode([0u8; 32])});
-
     let service = app.service_token("acme", "fleet-manager");
-    let response = app
-        .client
-        .post(app.url("/v1/files"))
-        .bearer_auth(&service)
-        .json(
-            &json!({"name": "a.bin", "size": 3, "sha256": hex::encode([0u8; 32]), "shared": true}),
-        )
-        .send()
-        .await
-        .expect("request");
+    let create_shared = |client: &reqwest::Client| {
+        client
+            .post(app.url("/v1/files"))
+            .bearer_auth(&service)
+            .json(&json!({"name": "a.bin", "size": 3, "sha256": hex::encode([0u8; 32]), "shared": true}))
+            .send()
+    };
+
+    let response = create_shared(&app.client).await.expect("request");
     assert_problem(response, 403, "client_certificate_required").await;
 
     let with_cert = tls_client(&ca, Some(clients.issue(&["fleet-manager"])));
-    let response = with_cert
-        .post(app.url("/v1/files"))
-        .bearer_auth(&service)
-        .json(
-            &json!({"name": "a.bin", "size": 3, "sha256": hex::encode([0u8; 32]), "shared": true}),
-        )
-        .send()
-        .await
-        .expect("request");
+    let response = create_shared(&with_cert).await.expect("request");
     assert_eq!(response.status().as_u16(), 201);
 
     // A certificate from another CA is refused by the TLS handshake itself.
     let stranger = TestCa::new("stranger CA");
     let forged = tls_client(&ca, Some(stranger.issue(&["fleet-manager"])));
-    let refused = forged
-        .post(app.url("/v1/files"))
-        .bearer_auth(&service)
-        .json(&body)
-        .send()
-        .await;
+    let refused = create_shared(&forged).await;
     assert!(
         refused.map(|r| r.status().as_u16() != 201).unwrap_or(true),
         "an unverified client certificate must not authenticate a service"
