@@ -132,6 +132,8 @@ impl Application {
                 .configure(|cfg| routes::configure(cfg, json_limit))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // Signals are handled by `run_until_stopped` (SIGINT stops gracefully too).
+        .disable_signals()
         .on_connect(mark_verified_client);
         server = match (&settings.server.tls_cert, &settings.server.tls_key) {
             (Some(cert), Some(key)) => {
@@ -170,10 +172,39 @@ impl Application {
         &self.public_url
     }
 
-    /// Serves until the server is stopped (SIGTERM stops it gracefully, SIGINT at once).
+    /// Serves until a signal stops it: SIGTERM and SIGINT gracefully (no new
+    /// connections; requests in flight finish within `server.shutdown_timeout_secs`),
+    /// SIGQUIT at once.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        actix_web::rt::spawn(stop_on_signals(self.server.handle()));
         self.server.await
     }
+}
+
+async fn stop_on_signals(server: actix_web::dev::ServerHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop valet with SIGKILL");
+        return;
+    };
+    let (name, graceful) = tokio::select! {
+        _ = term.recv() => ("SIGTERM", true),
+        _ = int.recv() => ("SIGINT", true),
+        _ = quit.recv() => ("SIGQUIT", false),
+    };
+    if graceful {
+        tracing::info!(
+            signal = name,
+            "stopping: no new connections, finishing requests in flight"
+        );
+    } else {
+        tracing::info!(signal = name, "stopping now");
+    }
+    server.stop(graceful).await;
 }
 
 /// Records, per connection, whether the client presented a certificate that the

@@ -1095,6 +1095,15 @@ fn http_call(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u
 
 #[test]
 fn sigterm_finishes_the_requests_in_flight_then_exits() {
+    stops_gracefully_on("TERM");
+}
+
+#[test]
+fn sigint_finishes_the_requests_in_flight_then_exits() {
+    stops_gracefully_on("INT");
+}
+
+fn stops_gracefully_on(signal: &str) {
     let dir = TempDir::new().expect("temp dir");
     let mut server = Server::start(dir.path(), &[("VALET_SERVER__SHUTDOWN_TIMEOUT_SECS", "20")]);
     let token = mint_device_token(dir.path(), "acme", "dev-42");
@@ -1133,7 +1142,7 @@ fn sigterm_finishes_the_requests_in_flight_then_exits() {
 
     let pid = server.child.as_ref().expect("running").id();
     let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
