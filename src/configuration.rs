@@ -50,6 +50,54 @@ pub struct Settings {
     pub reconciler: ReconcilerSettings,
     /// Storage event notifications accepted, keyed by backend name.
     pub storage_events: BTreeMap<String, StorageEventSettings>,
+    /// The message broker events are published to.
+    pub amqp: AmqpSettings,
+}
+
+/// RabbitMQ (AMQP 0-9-1) publishing of file events.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// `amqp://` or `amqps://` URL of the broker; absent = events stay in the outbox.
+    pub url: Option<String>,
+    /// Topic exchange events are published to.
+    pub exchange: String,
+    /// Declare the exchange (durable topic) at connection; off for locked-down brokers.
+    pub declare: bool,
+    /// Connection name shown by the broker (default `valet@<hostname>`).
+    pub connection_name: Option<String>,
+    /// Heartbeat interval in seconds (0 = the broker's choice).
+    pub heartbeat_secs: u16,
+    /// Seconds to wait for the broker to confirm a message before reconnecting.
+    pub publish_timeout_secs: u64,
+    /// Outbox rows claimed per round.
+    pub batch_size: i64,
+    /// Seconds between outbox polls when nothing wakes the relay.
+    pub poll_interval_secs: u64,
+    /// Seconds a claim keeps other instances off rows being published.
+    pub claim_lease_secs: u64,
+    /// Longest wait between reconnection attempts, in seconds.
+    pub max_backoff_secs: u64,
+    /// Hours published rows are kept in the outbox (0 = keep).
+    pub retention_hours: u64,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            exchange: "valet.events".into(),
+            declare: true,
+            connection_name: None,
+            heartbeat_secs: 30,
+            publish_timeout_secs: 10,
+            batch_size: 100,
+            poll_interval_secs: 5,
+            claim_lease_secs: 60,
+            max_backoff_secs: 30,
+            retention_hours: 168,
+        }
+    }
 }
 
 /// Storage event notifications from one backend (`POST /v1/storage-events/<backend>`).
@@ -287,6 +335,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             reconciler: ReconcilerSettings::default(),
             storage_events: BTreeMap::new(),
+            amqp: AmqpSettings::default(),
         }
     }
 }
@@ -450,6 +499,29 @@ impl Settings {
                 bail!("{what} must be at least 1");
             }
         }
+        if let Some(url) = &self.amqp.url {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "amqp" | "amqps"))
+                .unwrap_or(false);
+            if !ok {
+                // Never echo the URL: it may hold a password.
+                bail!("amqp.url must be an amqp:// or amqps:// URL");
+            }
+        }
+        if self.amqp.exchange.is_empty() || self.amqp.exchange.len() > 255 {
+            bail!("amqp.exchange must be 1 to 255 bytes");
+        }
+        for (what, value) in [
+            ("amqp.publish_timeout_secs", self.amqp.publish_timeout_secs),
+            ("amqp.batch_size", self.amqp.batch_size.max(0) as u64),
+            ("amqp.poll_interval_secs", self.amqp.poll_interval_secs),
+            ("amqp.claim_lease_secs", self.amqp.claim_lease_secs),
+            ("amqp.max_backoff_secs", self.amqp.max_backoff_secs),
+        ] {
+            if value == 0 {
+                bail!("{what} must be at least 1");
+            }
+        }
         for (backend, events) in &self.storage_events {
             if !self.backends.contains_key(backend) {
                 bail!(
@@ -604,6 +676,16 @@ impl Settings {
         Ok(url)
     }
 
+    /// The AMQP connection name, defaulting to `valet@<hostname>`.
+    pub fn amqp_connection_name(&self) -> String {
+        self.amqp.connection_name.clone().unwrap_or_else(|| {
+            let host = hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into());
+            format!("valet@{host}")
+        })
+    }
+
     /// The database URL, defaulting to SQLite in the data directory.
     pub fn database_url(&self) -> String {
         match &self.database.url {
@@ -649,6 +731,7 @@ impl Settings {
         let mut copy = self.clone();
         copy.database.url = Some(redact_url_password(&self.database_url()));
         copy.cache.url = self.cache.url.as_deref().map(redact_url_password);
+        copy.amqp.url = self.amqp.url.as_deref().map(redact_url_password);
         Ok(toml::to_string_pretty(&copy)?)
     }
 }

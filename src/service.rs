@@ -21,7 +21,7 @@ use crate::metadata::{
     now_micros, GetFile, InsertFile, ListFiles, MarkDeleted, MarkExpired, MarkRejected,
     MarkUploaded, MetadataStore, Ping, StoreError, Transition,
 };
-use crate::notifier::{Notifier, OutboxAppended};
+use crate::notifier::{BrokerStatus, Notifier, OutboxAppended};
 use crate::problem::{ApiError, ErrorCode};
 use crate::signer::{SignDownload, SignError, SignUpload, Signer};
 use crate::storage::Backends;
@@ -744,6 +744,14 @@ impl FileService {
             error: database,
             required: true,
         });
+        // Events wait in the outbox while the broker is away: reported, not required.
+        if let Ok(Some(broker)) = self.notifier.send(BrokerStatus).await {
+            checks.push(Check {
+                name: "broker".into(),
+                error: broker.err(),
+                required: false,
+            });
+        }
         checks.push(Check {
             name: format!("cache:{}", self.cache.kind()),
             error: self.cache.ping().await.err(),

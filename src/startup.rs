@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, SyncArbiter};
+use actix::{Actor, Addr, SyncArbiter};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
@@ -14,8 +14,9 @@ use crate::auth::{RootKey, TokenValidator, TrustedKeys};
 use crate::cache;
 use crate::configuration::Settings;
 use crate::edge::{self, CertificateStore, Limits, TrustedProxies, VerifiedClientCertificate};
+use crate::events::{EventContext, StorageLocation};
 use crate::metadata::{db, MetadataStore, Schema};
-use crate::notifier::Notifier;
+use crate::notifier::{Notifier, StopRelay};
 use crate::reconciler::Reconciler;
 use crate::routes;
 use crate::service::FileService;
@@ -28,6 +29,8 @@ pub struct Application {
     port: u16,
     public_url: url::Url,
     server: Server,
+    notifier: Addr<Notifier>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -89,17 +92,30 @@ impl Application {
             })
         };
         let store = {
-            let source = settings.event_source();
+            let events = Arc::new(EventContext {
+                source: settings.event_source(),
+                locations: backends
+                    .iter()
+                    .map(|(name, backend)| {
+                        let location = StorageLocation {
+                            kind: backend.kind().to_owned(),
+                            container: backend.container().map(str::to_owned),
+                        };
+                        (name.clone(), location)
+                    })
+                    .collect(),
+            });
             SyncArbiter::start(settings.database.pool_size as usize, move || {
-                MetadataStore::new(pool.clone(), source.clone(), schema.clone())
+                MetadataStore::with_events(pool.clone(), events.clone(), schema.clone())
             })
         };
         let signer = {
             let backends = backends.clone();
             SyncArbiter::start(2, move || Signer::new(backends.clone()))
         };
-        let notifier = Notifier::new(store.clone()).start();
+        let notifier = Notifier::new(store.clone(), settings.clone()).start();
         let cache = cache::from_settings(&settings.cache)?;
+        let notifier_addr = notifier.clone();
         let service = FileService::new(
             validator,
             store,
@@ -159,6 +175,8 @@ impl Application {
             port,
             public_url,
             server: server.run(),
+            notifier: notifier_addr,
+            shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
         })
     }
 
@@ -177,7 +195,15 @@ impl Application {
     /// SIGQUIT at once.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         actix_web::rt::spawn(stop_on_signals(self.server.handle()));
-        self.server.await
+        let served = self.server.await;
+        // The HTTP side is done: let the relay record the confirm it waits for.
+        let _ = self
+            .notifier
+            .send(StopRelay {
+                deadline: self.shutdown_timeout,
+            })
+            .await;
+        served
     }
 }
 

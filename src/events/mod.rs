@@ -1,11 +1,16 @@
 //! File events: CloudEvents 1.0 in structured JSON, recorded in the outbox in the
 //! same transaction as the status change they report.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use uuid::Uuid;
 
 use crate::domain::File;
+
+/// JSON Schema of the events valet publishes (served at `/schemas/file-event.json`).
+pub const FILE_EVENT_SCHEMA: &str = include_str!("file-event.schema.json");
 
 /// Namespace for event ids: `uuid5(NAMESPACE, "<file id>/<event>")`, so an event's
 /// id is the same however often it is produced, and consumers can dedupe on it.
@@ -52,11 +57,31 @@ pub struct OutboxEvent {
     pub payload: String,
 }
 
-/// Builds the event reporting `kind` for `file` at `time`.
+/// Where a backend keeps objects, as events report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageLocation {
+    /// Backend kind (`local`, `s3`, `azblob`).
+    pub kind: String,
+    /// Bucket (S3) or container (Azure); `None` for the local store.
+    pub container: Option<String>,
+}
+
+/// What every event carries besides the file: its source and where backends store.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    /// CloudEvents `source`.
+    pub source: String,
+    /// Storage location by backend name.
+    pub locations: BTreeMap<String, StorageLocation>,
+}
+
+/// Builds the event reporting `kind` for `file` at `time`. `data` is the File as
+/// the API returns it, plus the object's `key` and its `bucket` (S3) or
+/// `container` (Azure).
 pub fn file_event(
     kind: EventKind,
     file: &File,
-    source: &str,
+    context: &EventContext,
     time: DateTime<Utc>,
 ) -> anyhow::Result<OutboxEvent> {
     let id = Uuid::new_v5(
@@ -70,13 +95,27 @@ pub fn file_event(
         file.device_id.as_ref().map_or("shared", |d| d.as_str()),
         file.id
     );
+    let mut data = serde_json::to_value(file)?;
+    if let Some(fields) = data.as_object_mut() {
+        fields.insert("key".into(), file.object_key.as_str().into());
+        if let Some(location) = context.locations.get(&file.backend) {
+            if let Some(container) = &location.container {
+                let name = if location.kind == "azblob" {
+                    "container"
+                } else {
+                    "bucket"
+                };
+                fields.insert(name.into(), container.clone().into());
+            }
+        }
+    }
     let event = EventBuilderV10::new()
         .id(id.clone())
-        .source(source.to_owned())
+        .source(context.source.clone())
         .ty(kind.cloudevent_type())
         .subject(subject)
         .time(time)
-        .data("application/json", serde_json::to_value(file)?)
+        .data("application/json", data)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build event: {e}"))?;
     Ok(OutboxEvent {

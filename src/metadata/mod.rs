@@ -3,6 +3,7 @@
 
 pub mod db;
 mod reconcile;
+mod relay;
 mod rows;
 mod schema;
 
@@ -16,10 +17,11 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use crate::domain::{File, FileId, FileStatus, Root, TenantId};
-use crate::events::{file_event, EventKind};
+use crate::events::{file_event, EventContext, EventKind};
 use crate::telemetry::metrics;
 use db::{DbConnection, DbPool};
 pub use reconcile::{ClaimOverdue, MarkExpired, PendingBacklog, PurgeFinished, RetentionDue};
+pub use relay::{ClaimOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed};
 pub use rows::OutboxEntry;
 use rows::{FileRow, NewOutboxRow};
 use schema::{files, outbox};
@@ -27,7 +29,7 @@ use schema::{files, outbox};
 /// Owns the database pool; run it in a `SyncArbiter` with one thread per connection.
 pub struct MetadataStore {
     pool: DbPool,
-    event_source: String,
+    events: Arc<EventContext>,
     schema: Arc<Schema>,
 }
 
@@ -71,9 +73,21 @@ impl Schema {
 impl MetadataStore {
     /// A store over `pool`; events it records carry `event_source`.
     pub fn new(pool: DbPool, event_source: String, schema: Arc<Schema>) -> Self {
+        Self::with_events(
+            pool,
+            Arc::new(EventContext {
+                source: event_source,
+                ..EventContext::default()
+            }),
+            schema,
+        )
+    }
+
+    /// A store whose events also say where each backend stores objects.
+    pub fn with_events(pool: DbPool, events: Arc<EventContext>, schema: Arc<Schema>) -> Self {
         Self {
             pool,
-            event_source,
+            events,
             schema,
         }
     }
@@ -199,11 +213,6 @@ pub struct ListOutbox {
     pub limit: i64,
 }
 
-/// Number of events waiting to be published.
-#[derive(Message)]
-#[rtype(result = "Result<i64, StoreError>")]
-pub struct OutboxDepth;
-
 /// Check the database answers.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
@@ -226,7 +235,7 @@ impl MetadataStore {
         file: &File,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let event = file_event(kind, file, &self.event_source, at)
+        let event = file_event(kind, file, &self.events, at)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         diesel::insert_into(outbox::table)
             .values(NewOutboxRow {
@@ -407,17 +416,6 @@ impl Handler<ListOutbox> for MetadataStore {
             query = query.filter(outbox::published_at.is_null());
         }
         Ok(query.load(&mut conn)?)
-    }
-}
-
-impl Handler<OutboxDepth> for MetadataStore {
-    type Result = Result<i64, StoreError>;
-    fn handle(&mut self, _: OutboxDepth, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
-        Ok(outbox::table
-            .filter(outbox::published_at.is_null())
-            .count()
-            .get_result(&mut conn)?)
     }
 }
 

@@ -42,7 +42,7 @@ pub(super) struct NewOutboxRow<'a> {
 }
 
 /// One outbox entry, as `valet events list` shows it.
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, serde::Serialize)]
 #[diesel(table_name = outbox)]
 pub struct OutboxEntry {
     /// Position in the outbox.

@@ -34,6 +34,7 @@ diesel::table! {
         published_at -> Nullable<Timestamp>,
         attempts -> Integer,
         last_error -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamp>,
     }
 }
 

@@ -56,5 +56,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .finish()
         }),
     )
+    .route(
+        "/schemas/file-event.json",
+        web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("application/schema+json")
+                .body(crate::events::FILE_EVENT_SCHEMA)
+        }),
+    )
     .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
 }

@@ -48,11 +48,6 @@ pub fn record_file_operation(operation: &'static str, tenant: &str, device: Opti
     .increment(1);
 }
 
-/// Events waiting in the outbox.
-pub fn set_outbox_depth(depth: i64) {
-    gauge!("valet_outbox_depth").set(depth as f64);
-}
-
 /// Database pool state after a checkout, and how long the checkout waited.
 pub fn record_pool(state: r2d2::State, max_size: u32, waited: Duration) {
     let idle = f64::from(state.idle_connections);
@@ -93,4 +88,36 @@ pub fn record_storage_event(backend: &str, outcome: &str) {
         "outcome" => outcome.to_owned(),
     )
     .increment(1);
+}
+
+/// Outbox rows waiting, and the age of the oldest in seconds.
+pub fn set_outbox_backlog(depth: i64, oldest_age_secs: f64) {
+    gauge!("valet_outbox_depth").set(depth as f64);
+    gauge!("valet_outbox_oldest_age_seconds").set(oldest_age_secs);
+}
+
+/// One event confirmed by the broker, and how long publish + confirm took.
+pub fn record_publish(elapsed: Duration) {
+    counter!("valet_amqp_confirms_total").increment(1);
+    histogram!("valet_amqp_publish_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// One publish that failed (`nack`, `timeout`, `broker`).
+pub fn record_publish_failure(reason: &'static str) {
+    counter!("valet_amqp_publish_failures_total", "reason" => reason).increment(1);
+}
+
+/// One event confirmed but returned unroutable.
+pub fn record_unroutable() {
+    counter!("valet_amqp_returned_total").increment(1);
+}
+
+/// One reconnection to the broker.
+pub fn record_broker_reconnect() {
+    counter!("valet_amqp_reconnects_total").increment(1);
+}
+
+/// Whether the relay is connected to the broker.
+pub fn set_broker_connected(connected: bool) {
+    gauge!("valet_amqp_connected").set(if connected { 1.0 } else { 0.0 });
 }

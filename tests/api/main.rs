@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API: each test spawns the real server on a random
 //! port with its own data directory and talks to it over HTTP.
 
+mod amqp;
 mod auth;
 mod cache;
 mod edge;
