@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: formatting, lints, and the whole test suite, the API
 # tests once on the embedded default (SQLite) and once more on PostgreSQL. The
-# cache tests need Redis on 127.0.0.1:6379: started (or installed) when missing.
+# cache tests need Redis on 127.0.0.1:6379 and the event tests RabbitMQ on
+# 127.0.0.1:5672: each is started (or installed) when missing.
 # Usage: scripts/test.sh            (from anywhere inside the repository)
 #
 # PostgreSQL: set TEST_POSTGRES_URL to an admin URL of your own server, or let this
@@ -87,6 +88,23 @@ check_deployment_files() {
   "$TOOLS/hadolint/bin/hadolint" compose/Dockerfile
 }
 
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Starts (installing first, as root) the RabbitMQ the event tests use on 127.0.0.1:5672
+# (user guest/guest, which RabbitMQ allows from localhost).
+ensure_rabbitmq() {
+  if port_open 127.0.0.1 5672; then return; fi
+  if ! command -v rabbitmq-server >/dev/null; then
+    say "installing RabbitMQ (apt-get install rabbitmq-server)"
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server \
+      || die "RabbitMQ is missing and could not be installed: apt-get install rabbitmq-server"
+  fi
+  say "starting RabbitMQ on 127.0.0.1:5672"
+  as_root rabbitmq-server -detached || die "cannot start RabbitMQ: rabbitmq-server -detached"
+  for _ in $(seq 90); do port_open 127.0.0.1 5672 && return; sleep 1; done
+  die "RabbitMQ did not come up on 127.0.0.1:5672 (start it with: rabbitmq-server -detached)"
+}
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -96,6 +114,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 check_deployment_files
 
 ensure_redis
+ensure_rabbitmq
 if [ -z "${TEST_POSTGRES_URL:-}" ]; then
   TEST_POSTGRES_URL=$(ensure_postgres)
 fi
