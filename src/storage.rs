@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+use valet_backends::azblob::{AzblobBackend, AzblobConfig};
 use valet_backends::local::LocalBackend;
+use valet_backends::s3::{S3Backend, S3Config};
 use valet_backends::Backend;
 
-use crate::configuration::{BackendSettings, Settings};
+use crate::configuration::{BackendSettings, ProbeMode, Settings};
 
 /// Every configured backend, plus direct access to local ones for the data plane.
 #[derive(Clone)]
@@ -37,6 +39,54 @@ impl Backends {
                     );
                     local.insert(name.clone(), backend.clone());
                     all.insert(name.clone(), backend);
+                }
+                BackendSettings::S3 {
+                    bucket,
+                    region,
+                    endpoint,
+                    public_endpoint,
+                    path_style,
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                    trust_storage_checksum,
+                    probe,
+                } => {
+                    let backend = S3Backend::new(S3Config {
+                        bucket: bucket.clone(),
+                        region: region.clone(),
+                        endpoint: endpoint.clone(),
+                        public_endpoint: public_endpoint.clone(),
+                        path_style: *path_style,
+                        access_key_id: access_key_id.clone(),
+                        secret_access_key: secret_access_key
+                            .as_ref()
+                            .map(|s| s.expose().to_owned()),
+                        session_token: session_token.as_ref().map(|s| s.expose().to_owned()),
+                        trust_storage_checksum: *trust_storage_checksum,
+                        read_only_probe: *probe == ProbeMode::ReadOnly,
+                    })
+                    .with_context(|| format!("storage backend {name:?}"))?;
+                    all.insert(name.clone(), Arc::new(backend));
+                }
+                BackendSettings::Azblob {
+                    account,
+                    container,
+                    endpoint,
+                    public_endpoint,
+                    account_key,
+                    probe,
+                } => {
+                    let backend = AzblobBackend::new(AzblobConfig {
+                        account: account.clone(),
+                        container: container.clone(),
+                        endpoint: endpoint.clone(),
+                        public_endpoint: public_endpoint.clone(),
+                        account_key: account_key.expose().to_owned(),
+                        read_only_probe: *probe == ProbeMode::ReadOnly,
+                    })
+                    .with_context(|| format!("storage backend {name:?}"))?;
+                    all.insert(name.clone(), Arc::new(backend));
                 }
             }
         }

@@ -5,10 +5,13 @@
 //! performs on objects (stat, hash, delete, probe). The service only sees the
 //! [`Backend`] trait.
 
+pub mod azblob;
 mod digest;
+pub mod disposition;
 mod error;
 mod key;
 pub mod local;
+pub mod s3;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use digest::{Sha256, Sha256ParseError};
+pub use disposition::attachment as content_disposition;
 pub use error::BackendError;
 pub use key::{ObjectKey, ObjectKeyError};
 
@@ -98,4 +102,63 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Checks that the store is reachable and usable.
     async fn probe(&self) -> Result<(), BackendError>;
+}
+
+/// HTTPS for the cloud backends uses rustls with the ring provider (no OpenSSL, no
+/// C crypto build); installed once per process.
+fn install_crypto_provider() {
+    // Fails only when a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Reads an object through OpenDAL and hashes it as it streams.
+async fn hash_object(
+    operator: &opendal::Operator,
+    key: &ObjectKey,
+) -> Result<Sha256, BackendError> {
+    use futures_util::TryStreamExt;
+    use sha2::Digest;
+    let unavailable = |e: opendal::Error| BackendError::Unavailable(format!("read {key}: {e}"));
+    let reader = operator.reader(key.as_str()).await.map_err(unavailable)?;
+    let mut stream = reader.into_bytes_stream(..).await.map_err(unavailable)?;
+    let mut hasher = sha2::Sha256::new();
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("read {key}: {e}")))?
+    {
+        hasher.update(&chunk);
+    }
+    Ok(Sha256::from_bytes(hasher.finalize().into()))
+}
+
+/// Checks a store works: writes, stats and deletes a small object; with
+/// `read_only`, only lists the first entry (credentials and reachability).
+async fn probe_operator(operator: &opendal::Operator, read_only: bool) -> Result<(), BackendError> {
+    let failed = |what: &str, e: opendal::Error| BackendError::Unavailable(format!("{what}: {e}"));
+    if read_only {
+        operator
+            .list_with("/")
+            .limit(1)
+            .await
+            .map_err(|e| failed("list", e))?;
+        return Ok(());
+    }
+    let key = format!(".valet-probe/{}", uuid::Uuid::new_v4());
+    operator
+        .write(&key, b"valet probe".to_vec())
+        .await
+        .map_err(|e| failed("write", e))?;
+    let stat = operator.stat(&key).await.map_err(|e| failed("stat", e))?;
+    operator
+        .delete(&key)
+        .await
+        .map_err(|e| failed("delete", e))?;
+    if stat.content_length() != 11 {
+        return Err(BackendError::Unavailable(format!(
+            "the probe object reads back as {} bytes, not 11",
+            stat.content_length()
+        )));
+    }
+    Ok(())
 }

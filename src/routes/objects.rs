@@ -1,9 +1,7 @@
 //! `/v1/objects/{backend}/{key}`: the local store's data plane. Devices PUT and GET
 //! here with the signed URLs valet issued; the signature, not a token, authorizes.
 
-use actix_web::http::header::{
-    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
-};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use tokio_util::io::ReaderStream;
@@ -133,32 +131,10 @@ pub async fn get_object(
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, grant.content_type.clone()))
-        .insert_header(content_disposition(&grant.filename));
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            valet_backends::content_disposition(&grant.filename),
+        ));
     response.no_chunking(object.size);
     Ok(response.streaming(ReaderStream::new(object.file)))
-}
-
-/// `attachment; filename="<ascii fallback>"; filename*=UTF-8''<name>` (RFC 6266).
-fn content_disposition(name: &str) -> ContentDisposition {
-    let fallback: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() && !matches!(c, '"' | '\\' | '/') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    ContentDisposition {
-        disposition: DispositionType::Attachment,
-        parameters: vec![
-            DispositionParam::Filename(fallback),
-            DispositionParam::FilenameExt(ExtendedValue {
-                charset: Charset::Ext("UTF-8".into()),
-                language_tag: None,
-                value: name.as_bytes().to_vec(),
-            }),
-        ],
-    }
 }

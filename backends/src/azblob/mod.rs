@@ -1,0 +1,194 @@
+//! Azure Blob Storage (and Azurite).
+//!
+//! Signed requests carry a blob-scoped service SAS made here (see [`sas`]): uploads
+//! may only create and write that one blob (`cw`), downloads only read it (`r`, with
+//! `rscd` so browsers save the file under its name). Azure cannot bind a length or a
+//! SHA-256 into a SAS, so completion verifies them: size from a stat and SHA-256 by
+//! reading the blob. The operations valet performs itself go through OpenDAL (its
+//! own presign cannot set permissions or expiry).
+
+pub mod sas;
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{Duration, Utc};
+use opendal::{ErrorKind, Operator};
+
+use crate::{
+    disposition, hash_object, probe_operator, BackendError, DownloadSpec, ObjectKey, ObjectStat,
+    Sha256, SignedRequest, UploadSpec,
+};
+use sas::{BlobSas, SasKey};
+
+/// How an Azure Blob backend is configured.
+#[derive(Debug, Clone)]
+pub struct AzblobConfig {
+    /// Storage account name.
+    pub account: String,
+    /// Container holding the objects.
+    pub container: String,
+    /// Account endpoint valet reaches (default `https://<account>.blob.core.windows.net`;
+    /// Azurite: `http://host:port/<account>`).
+    pub endpoint: Option<String>,
+    /// Endpoint devices reach, when not `endpoint`; signed URLs use it.
+    pub public_endpoint: Option<String>,
+    /// Account key, base64 as the portal shows it.
+    pub account_key: String,
+    /// Probe at start without writing.
+    pub read_only_probe: bool,
+}
+
+/// A container of an Azure storage account.
+pub struct AzblobBackend {
+    config: AzblobConfig,
+    public_endpoint: url::Url,
+    key: SasKey,
+    operator: Operator,
+}
+
+/// Signed requests may start this much before "now": clocks differ.
+const CLOCK_SKEW_MINUTES: i64 = 5;
+
+impl AzblobBackend {
+    /// Builds the backend; fails when the configuration cannot work.
+    pub fn new(config: AzblobConfig) -> Result<Self, BackendError> {
+        crate::install_crypto_provider();
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(config.account_key.trim())
+            .map_err(|_| BackendError::Config("account_key is not base64".into()))?;
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", config.account));
+        let public = config
+            .public_endpoint
+            .clone()
+            .unwrap_or_else(|| endpoint.clone());
+        let mut public_endpoint = url::Url::parse(&public)
+            .map_err(|e| BackendError::Config(format!("endpoint {public:?}: {e}")))?;
+        if !public_endpoint.path().ends_with('/') {
+            let path = format!("{}/", public_endpoint.path());
+            public_endpoint.set_path(&path);
+        }
+        let builder = opendal::services::Azblob::default()
+            .container(&config.container)
+            .endpoint(&endpoint)
+            .account_name(&config.account)
+            .account_key(config.account_key.trim());
+        let operator = Operator::new(builder)
+            .map_err(|e| BackendError::Config(e.to_string()))?
+            .finish();
+        Ok(Self {
+            config,
+            public_endpoint,
+            key: SasKey::Account(key),
+            operator,
+        })
+    }
+
+    fn blob_url(&self, key: &ObjectKey, sas: &BlobSas<'_>) -> Result<url::Url, BackendError> {
+        let mut url = self
+            .public_endpoint
+            .join(&format!("{}/{}", self.config.container, key.as_str()))
+            .map_err(|e| BackendError::Config(format!("blob URL: {e}")))?;
+        url.query_pairs_mut().extend_pairs(sas.query(&self.key));
+        Ok(url)
+    }
+
+    fn protocol(&self) -> &'static str {
+        if self.public_endpoint.scheme() == "https" {
+            "https"
+        } else {
+            "https,http"
+        }
+    }
+}
+
+#[async_trait]
+impl crate::Backend for AzblobBackend {
+    fn kind(&self) -> &'static str {
+        "azblob"
+    }
+
+    fn container(&self) -> Option<&str> {
+        Some(&self.config.container)
+    }
+
+    fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError> {
+        let sas = BlobSas {
+            account: &self.config.account,
+            container: &self.config.container,
+            blob: spec.key.as_str(),
+            permissions: "cw",
+            start: Utc::now() - Duration::minutes(CLOCK_SKEW_MINUTES),
+            expiry: spec.expires_at,
+            protocol: self.protocol(),
+            content_disposition: None,
+            content_type: None,
+        };
+        let url = self.blob_url(&spec.key, &sas)?;
+        let headers = [
+            ("content-length", spec.size.to_string()),
+            ("content-type", spec.content_type.clone()),
+            ("if-none-match", "*".to_owned()),
+            ("x-ms-blob-type", "BlockBlob".to_owned()),
+        ];
+        Ok(SignedRequest {
+            method: "PUT".into(),
+            url: url.to_string(),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            expires_at: spec.expires_at,
+        })
+    }
+
+    fn sign_download(&self, spec: &DownloadSpec) -> Result<SignedRequest, BackendError> {
+        let disposition = disposition::attachment(&spec.file_name);
+        let sas = BlobSas {
+            account: &self.config.account,
+            container: &self.config.container,
+            blob: spec.key.as_str(),
+            permissions: "r",
+            start: Utc::now() - Duration::minutes(CLOCK_SKEW_MINUTES),
+            expiry: spec.expires_at,
+            protocol: self.protocol(),
+            content_disposition: Some(&disposition),
+            content_type: Some(&spec.content_type),
+        };
+        Ok(SignedRequest {
+            method: "GET".into(),
+            url: self.blob_url(&spec.key, &sas)?.to_string(),
+            headers: Default::default(),
+            expires_at: spec.expires_at,
+        })
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, BackendError> {
+        match self.operator.stat(key.as_str()).await {
+            // Azure reports no SHA-256: completion reads the blob to hash it.
+            Ok(metadata) => Ok(Some(ObjectStat {
+                size: metadata.content_length(),
+                sha256: None,
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BackendError::Unavailable(format!("stat: {e}"))),
+        }
+    }
+
+    async fn sha256(&self, key: &ObjectKey) -> Result<Sha256, BackendError> {
+        hash_object(&self.operator, key).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        self.operator
+            .delete(key.as_str())
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("delete: {e}")))
+    }
+
+    async fn probe(&self) -> Result<(), BackendError> {
+        probe_operator(&self.operator, self.config.read_only_probe).await
+    }
+}

@@ -1,0 +1,258 @@
+//! AWS S3 and every S3-compatible store (MinIO: an `endpoint` and path-style URLs).
+//!
+//! Signed requests are presigned SigV4 URLs made with rusty-s3, which binds the
+//! exact `content-length`, `x-amz-checksum-sha256` and `content-type` of an upload
+//! (OpenDAL's presign cannot bind length or checksum), plus `If-None-Match: *` so an
+//! object is never overwritten: the store itself refuses any other body. The few
+//! operations valet performs itself (stat, read, delete, the start-up probe) go
+//! through OpenDAL.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use opendal::{ErrorKind, Operator};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use crate::{
+    disposition, hash_object, probe_operator, BackendError, DownloadSpec, ObjectKey, ObjectStat,
+    Sha256, SignedRequest, UploadSpec,
+};
+
+/// How an S3 backend is configured.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Bucket holding the objects.
+    pub bucket: String,
+    /// Region (signing scope).
+    pub region: String,
+    /// Where valet reaches the store (default `https://s3.<region>.amazonaws.com`).
+    pub endpoint: Option<String>,
+    /// Where devices reach the store, when not at `endpoint`; signed URLs use it.
+    pub public_endpoint: Option<String>,
+    /// Path-style URLs (`endpoint/bucket/key`), as MinIO needs.
+    pub path_style: bool,
+    /// Access key id (with `secret_access_key`); absent: the AWS environment variables.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+    /// Take the SHA-256 S3 reports for an object instead of reading the object.
+    pub trust_storage_checksum: bool,
+    /// Probe at start without writing (stat of the bucket only).
+    pub read_only_probe: bool,
+}
+
+/// An S3 bucket.
+pub struct S3Backend {
+    signer_bucket: Bucket,
+    internal_bucket: Bucket,
+    credentials: Credentials,
+    operator: Operator,
+    http: reqwest::Client,
+    config: S3Config,
+}
+
+impl S3Backend {
+    /// Builds the backend; fails when the configuration cannot work.
+    pub fn new(config: S3Config) -> Result<Self, BackendError> {
+        crate::install_crypto_provider();
+        let credentials = match (&config.access_key_id, &config.secret_access_key) {
+            (Some(key), Some(secret)) => match &config.session_token {
+                Some(token) => Credentials::new_with_token(key, secret, token),
+                None => Credentials::new(key, secret),
+            },
+            (None, None) => Credentials::from_env().ok_or_else(|| {
+                BackendError::Config(
+                    "no credentials: set access_key_id and secret_access_key, or \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                        .into(),
+                )
+            })?,
+            _ => {
+                return Err(BackendError::Config(
+                    "access_key_id and secret_access_key go together".into(),
+                ))
+            }
+        };
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        let public = config
+            .public_endpoint
+            .clone()
+            .unwrap_or_else(|| endpoint.clone());
+        let style = if config.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket_at = |url: &str, what: &str| -> Result<Bucket, BackendError> {
+            let url = url::Url::parse(url)
+                .map_err(|e| BackendError::Config(format!("{what} {url:?}: {e}")))?;
+            Bucket::new(url, style, config.bucket.clone(), config.region.clone())
+                .map_err(|e| BackendError::Config(format!("{what}: {e}")))
+        };
+        let signer_bucket = bucket_at(&public, "public_endpoint")?;
+        let internal_bucket = bucket_at(&endpoint, "endpoint")?;
+        let mut builder = opendal::services::S3::default()
+            .bucket(&config.bucket)
+            .region(&config.region)
+            .endpoint(&endpoint)
+            .access_key_id(credentials.key())
+            .secret_access_key(credentials.secret());
+        if let Some(token) = credentials.token() {
+            builder = builder.session_token(token);
+        }
+        if !config.path_style {
+            builder = builder.enable_virtual_host_style();
+        }
+        let operator = Operator::new(builder)
+            .map_err(|e| BackendError::Config(e.to_string()))?
+            .finish();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| BackendError::Config(e.to_string()))?;
+        Ok(Self {
+            signer_bucket,
+            internal_bucket,
+            credentials,
+            operator,
+            http,
+            config,
+        })
+    }
+
+    /// The SHA-256 S3 stored with the object (uploads bind it), asked for with a
+    /// signed HEAD in checksum mode; `None` if the store does not report one.
+    async fn reported_sha256(&self, key: &ObjectKey) -> Result<Option<Sha256>, BackendError> {
+        let mut head = self
+            .internal_bucket
+            .head_object(Some(&self.credentials), key.as_str());
+        head.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
+        let url = head.sign(Duration::from_secs(60));
+        let response = self
+            .http
+            .head(url)
+            .header("x-amz-checksum-mode", "ENABLED")
+            .send()
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("HEAD {}: {e}", key)))?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        let Some(value) = response
+            .headers()
+            .get("x-amz-checksum-sha256")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        Ok(bytes.map(Sha256::from_bytes))
+    }
+}
+
+fn expires_in(expires_at: chrono::DateTime<Utc>) -> Duration {
+    let seconds = (expires_at - Utc::now()).num_seconds().max(1);
+    Duration::from_secs(seconds as u64)
+}
+
+fn unavailable(what: &str, e: opendal::Error) -> BackendError {
+    BackendError::Unavailable(format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl crate::Backend for S3Backend {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn container(&self) -> Option<&str> {
+        Some(&self.config.bucket)
+    }
+
+    fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError> {
+        let mut put = self
+            .signer_bucket
+            .put_object(Some(&self.credentials), spec.key.as_str());
+        let length = spec.size.to_string();
+        let checksum = spec.sha256.to_base64();
+        let headers = [
+            ("content-length", length.as_str()),
+            ("content-type", spec.content_type.as_str()),
+            ("if-none-match", "*"),
+            ("x-amz-checksum-sha256", checksum.as_str()),
+        ];
+        for (name, value) in headers {
+            put.headers_mut().insert(name, value);
+        }
+        let url = put.sign(expires_in(spec.expires_at));
+        Ok(SignedRequest {
+            method: "PUT".into(),
+            url: url.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expires_at: spec.expires_at,
+        })
+    }
+
+    fn sign_download(&self, spec: &DownloadSpec) -> Result<SignedRequest, BackendError> {
+        let mut get = self
+            .signer_bucket
+            .get_object(Some(&self.credentials), spec.key.as_str());
+        let disposition = disposition::attachment(&spec.file_name);
+        get.query_mut()
+            .insert("response-content-disposition", disposition);
+        get.query_mut()
+            .insert("response-content-type", spec.content_type.clone());
+        let url = get.sign(expires_in(spec.expires_at));
+        Ok(SignedRequest {
+            method: "GET".into(),
+            url: url.to_string(),
+            headers: Default::default(),
+            expires_at: spec.expires_at,
+        })
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, BackendError> {
+        let metadata = match self.operator.stat(key.as_str()).await {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unavailable("stat", e)),
+        };
+        let sha256 = if self.config.trust_storage_checksum {
+            self.reported_sha256(key).await?
+        } else {
+            None
+        };
+        Ok(Some(ObjectStat {
+            size: metadata.content_length(),
+            sha256,
+        }))
+    }
+
+    async fn sha256(&self, key: &ObjectKey) -> Result<Sha256, BackendError> {
+        hash_object(&self.operator, key).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        self.operator
+            .delete(key.as_str())
+            .await
+            .map_err(|e| unavailable("delete", e))
+    }
+
+    async fn probe(&self) -> Result<(), BackendError> {
+        probe_operator(&self.operator, self.config.read_only_probe).await
+    }
+}
