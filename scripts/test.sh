@@ -105,6 +105,60 @@ ensure_rabbitmq() {
   die "RabbitMQ did not come up on 127.0.0.1:5672 (start it with: rabbitmq-server -detached)"
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+STARTED_PIDS=()
+stop_started() { for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap stop_started EXIT
+
+wait_port() { # host port what
+  for _ in $(seq 120); do port_open "$1" "$2" && return; sleep 0.5; done
+  die "$3 did not come up on $1:$2"
+}
+
+# S3 for the cloud-backend tests: s3s-fs 0.17.0 (it verifies SigV4 and presigned
+# expiry, signed content-length/content-type and x-amz-checksum-sha256, and
+# If-None-Match), built once into the tools cache, run on a free port.
+ensure_s3() {
+  if [ -n "${TEST_S3_ENDPOINT:-}" ]; then return; fi
+  local bin="$TOOLS/s3s-fs/bin/s3s-fs"
+  if [ ! -x "$bin" ]; then
+    say "installing s3s-fs 0.17.0 (cargo install; a few minutes, once)"
+    cargo install s3s-fs@0.17.0 --features binary --locked --ignore-rust-version --root "$TOOLS/s3s-fs" \
+      || die "cannot install s3s-fs: cargo install s3s-fs@0.17.0 --features binary"
+  fi
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/valet-test-s3.XXXXXX")
+  "$bin" --host 127.0.0.1 --port "$port" --access-key valet-test --secret-key valet-test-secret-key "$dir" \
+    >"$dir.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_port 127.0.0.1 "$port" "s3s-fs (log: $dir.log)"
+  export TEST_S3_ENDPOINT="http://127.0.0.1:$port" TEST_S3_ACCESS_KEY=valet-test TEST_S3_SECRET_KEY=valet-test-secret-key
+}
+
+# Azure Blob for the cloud-backend tests: Azurite (npm), installed once into the
+# tools cache, run on a free port with the well-known development account.
+ensure_azurite() {
+  if [ -n "${TEST_AZURITE_ENDPOINT:-}" ]; then return; fi
+  local main="$TOOLS/azurite/node_modules/azurite/dist/src/blob/main.js"
+  if [ ! -f "$main" ]; then
+    command -v npm >/dev/null || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } \
+      || die "Node.js is missing and could not be installed: apt-get install nodejs npm"
+    say "installing Azurite (npm install azurite)"
+    mkdir -p "$TOOLS/azurite"
+    (cd "$TOOLS/azurite" && npm install --no-audit --no-fund --silent azurite) || die "cannot install Azurite: npm install azurite"
+  fi
+  local port dir
+  port=$(free_port)
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/valet-test-azurite.XXXXXX")
+  node "$main" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir" --silent \
+    --disableTelemetry --skipApiVersionCheck >"$dir.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_port 127.0.0.1 "$port" "Azurite (log: $dir.log)"
+  export TEST_AZURITE_ENDPOINT="http://127.0.0.1:$port/devstoreaccount1"
+}
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -115,6 +169,8 @@ check_deployment_files
 
 ensure_redis
 ensure_rabbitmq
+ensure_s3
+ensure_azurite
 if [ -z "${TEST_POSTGRES_URL:-}" ]; then
   TEST_POSTGRES_URL=$(ensure_postgres)
 fi

@@ -336,7 +336,8 @@ impl TestApp {
     pub async fn upload(&self, token: &str, bytes: &[u8], extra: Value) -> Value {
         let created = self.create_ok(token, bytes, extra).await;
         let put = self.send_signed(&created["upload"], bytes.to_vec()).await;
-        assert_eq!(put.status().as_u16(), 200, "{:?}", put.text().await);
+        // 200 from S3 and the local store, 201 from Azure.
+        assert!(put.status().is_success(), "{:?}", put.text().await);
         let id = created["file"]["id"].as_str().expect("id");
         let completed = self.complete(token, id).await;
         assert_eq!(completed.status().as_u16(), 200);

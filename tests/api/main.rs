@@ -4,6 +4,7 @@
 mod amqp;
 mod auth;
 mod cache;
+mod cloud;
 mod edge;
 mod errors;
 mod files;
