@@ -457,7 +457,8 @@ async fn while_the_broker_is_away_uploads_go_on_and_every_event_arrives_later_in
 
     proxy.cut();
     let mut ids = vec![first["id"].as_str().expect("id").to_owned()];
-    for i in 0..5 {
+    // 500 files complete while the broker is away (longer than several retries).
+    for i in 0..500 {
         let file = app.upload(&token, &body_of(20 + i), json!({})).await;
         let id = file["id"].as_str().expect("id").to_owned();
         if i == 0 {
@@ -497,7 +498,7 @@ async fn while_the_broker_is_away_uploads_go_on_and_every_event_arrives_later_in
     );
 
     proxy.restore().await;
-    let messages = all.wait_for(7).await;
+    let messages = all.wait_for(502).await;
     let outbox = app.outbox().await;
     let unique: std::collections::BTreeSet<String> = ids_of(&messages).into_iter().collect();
     assert_eq!(
@@ -568,30 +569,39 @@ async fn two_instances_relaying_one_database_publish_each_event_once() {
     let app = spawn_app_on_postgres(|s| broker.configure(s, BROKER)).await;
     let second = app.spawn_another_instance().await;
     let token = app.device_token("acme", "dev-42");
-    for i in 0..20 {
-        let file = app.upload(&token, &body_of(40 + i), json!({})).await;
-        // Half the deletions through the other instance.
-        let base = if i % 2 == 0 {
-            app.address.clone()
-        } else {
-            second.clone()
-        };
-        let id = file["id"].as_str().expect("id");
-        let deleted = app
-            .client
-            .delete(format!("{base}/v1/files/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("delete");
-        assert_eq!(deleted.status().as_u16(), 204);
+    // 1,000 completions, half through each instance, 20 at a time.
+    let bodies: Vec<Vec<u8>> = (0..1000).map(|i| body_of(40 + i)).collect();
+    for (chunk_index, chunk) in bodies.chunks(20).enumerate() {
+        let uploads = chunk.iter().enumerate().map(|(i, body)| {
+            let (app, second, token) = (&app, &second, &token);
+            async move {
+                let created = app.create_ok(token, body, json!({})).await;
+                let put = app.send_signed(&created["upload"], body.clone()).await;
+                assert!(put.status().is_success());
+                let id = created["file"]["id"].as_str().expect("id");
+                let base = if (chunk_index + i) % 2 == 0 {
+                    &app.address
+                } else {
+                    second
+                };
+                let completed = app
+                    .client
+                    .post(format!("{base}/v1/files/{id}/complete"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("complete");
+                assert_eq!(completed.status().as_u16(), 200);
+            }
+        });
+        futures_util::future::join_all(uploads).await;
     }
-    all.wait_for(40).await;
+    all.wait_for(1000).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let messages = all.received();
     let unique: std::collections::BTreeSet<String> = ids_of(&messages).into_iter().collect();
-    assert_eq!(unique.len(), 40);
-    assert_eq!(messages.len(), 40, "no event was published twice");
+    assert_eq!(unique.len(), 1000);
+    assert_eq!(messages.len(), 1000, "no event was published twice");
 }
 
 #[actix_web::test]

@@ -191,6 +191,12 @@ async fn full_flow(app: &TestApp) {
 }
 
 #[actix_web::test]
+async fn local_full_flow() {
+    let app = spawn_app_with(|_| {}).await;
+    full_flow(&app).await;
+}
+
+#[actix_web::test]
 async fn s3_full_flow() {
     let (_, backend) = s3_bucket().await;
     let app = spawn_app_with(|s| use_backend(s, "s3", backend)).await;
@@ -202,6 +208,11 @@ async fn azure_full_flow() {
     let (_, backend) = azure_container().await;
     let app = spawn_app_with(|s| use_backend(s, "azure", backend)).await;
     full_flow(&app).await;
+}
+
+fn sha256_b64(bytes: &[u8]) -> String {
+    let digest = hex::decode(sha256_hex(bytes)).expect("hex");
+    base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
 fn with_header(signed: &Value, name: &str, value: &str) -> Value {
@@ -222,18 +233,33 @@ async fn s3_refuses_any_other_body_and_expired_or_reused_urls() {
     let bytes = body_of(1000);
     let created = app.create_ok(&token, &bytes, json!({})).await;
     let upload = &created["upload"];
-    assert_eq!(upload["headers"]["x-amz-checksum-sha256"], {
-        let digest = hex::decode(sha256_hex(&bytes)).expect("hex");
-        base64::engine::general_purpose::STANDARD.encode(digest)
-    });
+    assert_eq!(
+        upload["headers"]["x-amz-checksum-sha256"],
+        sha256_b64(&bytes)
+    );
     let id = created["file"]["id"].as_str().expect("id");
 
     let mut flipped = bytes.clone();
     flipped[10] ^= 1;
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let mut without_checksum = upload.clone();
+    without_checksum["headers"]
+        .as_object_mut()
+        .expect("headers")
+        .remove("x-amz-checksum-sha256");
+    let mut tampered = upload.clone();
+    tampered["url"] = json!(upload["url"]
+        .as_str()
+        .expect("url")
+        .replace("X-Amz-Expires=", "X-Amz-Expires=9"));
     let refused = [
-        ("wrong hash", app.send_signed(upload, flipped).await),
         (
-            "wrong length",
+            "same length, other bytes",
+            app.send_signed(upload, flipped).await,
+        ),
+        (
+            "shorter body",
             app.send_signed(
                 &with_header(upload, "content-length", "999"),
                 bytes[..999].to_vec(),
@@ -241,12 +267,33 @@ async fn s3_refuses_any_other_body_and_expired_or_reused_urls() {
             .await,
         ),
         (
-            "wrong content type",
+            "longer body",
+            app.send_signed(&with_header(upload, "content-length", "1001"), longer)
+                .await,
+        ),
+        (
+            "altered content type",
             app.send_signed(
                 &with_header(upload, "content-type", "text/html"),
                 bytes.clone(),
             )
             .await,
+        ),
+        (
+            "altered checksum header",
+            app.send_signed(
+                &with_header(upload, "x-amz-checksum-sha256", &sha256_b64(b"other")),
+                bytes.clone(),
+            )
+            .await,
+        ),
+        (
+            "missing checksum header",
+            app.send_signed(&without_checksum, bytes.clone()).await,
+        ),
+        (
+            "tampered URL",
+            app.send_signed(&tampered, bytes.clone()).await,
         ),
     ];
     for (what, response) in refused {
@@ -375,6 +422,8 @@ async fn azure_sas_grants_exactly_one_operation_on_one_blob() {
     assert!(put.status().is_success(), "{}", put.status());
     let read_with_upload_sas = app.client.get(&url).send().await.expect("get");
     assert_eq!(read_with_upload_sas.status().as_u16(), 403);
+    let delete_with_upload_sas = app.client.delete(&url).send().await.expect("delete");
+    assert_eq!(delete_with_upload_sas.status().as_u16(), 403);
 
     let id = created["file"]["id"].as_str().expect("id");
     assert_eq!(app.complete(&token, id).await.status().as_u16(), 200);
@@ -399,6 +448,20 @@ async fn azure_sas_grants_exactly_one_operation_on_one_blob() {
             .as_u16(),
         403
     );
+}
+
+#[actix_web::test]
+async fn azure_wrong_size_is_rejected_at_completion() {
+    let (_, backend) = azure_container().await;
+    let app = spawn_app_with(|s| use_backend(s, "azure", backend)).await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(600);
+    let created = app.create_ok(&token, &bytes, json!({})).await;
+    let shorter = with_header(&created["upload"], "content-length", "599");
+    let put = app.send_signed(&shorter, bytes[..599].to_vec()).await;
+    assert!(put.status().is_success(), "{}", put.status());
+    let id = created["file"]["id"].as_str().expect("id");
+    assert_problem(app.complete(&token, id).await, 422, "size_mismatch").await;
 }
 
 #[actix_web::test]

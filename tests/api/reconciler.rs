@@ -27,7 +27,13 @@ fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
 
 #[actix_web::test]
 async fn an_upload_never_completed_is_completed_by_the_reconciler() {
-    let app = spawn_app_with(fast_reconciler).await;
+    let broker = crate::amqp::Broker::new().await;
+    let uploads = broker.bind("file.uploaded.#").await;
+    let app = spawn_app_with(|s| {
+        fast_reconciler(s);
+        broker.configure(s, crate::amqp::BROKER);
+    })
+    .await;
     let token = app.device_token("acme", "dev-42");
     let bytes = body_of(2048);
     let created = app.create_ok(&token, &bytes, json!({})).await;
@@ -42,6 +48,9 @@ async fn an_upload_never_completed_is_completed_by_the_reconciler() {
         ["io.valet.file.uploaded"]
     );
     assert_eq!(app.fetch(&token, id).await, bytes);
+    // Subscribers hear of it as of any upload.
+    let received = uploads.wait_for(1).await;
+    assert_eq!(received[0].body["data"]["id"], id);
     // A late complete from the device changes nothing.
     assert_eq!(app.complete(&token, id).await.status().as_u16(), 200);
     assert_eq!(events_for(&app.outbox().await, id).len(), 1);
