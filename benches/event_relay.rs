@@ -41,7 +41,12 @@ async fn consume(exchange: &str) -> (lapin::Connection, Arrivals) {
         ..Default::default()
     };
     channel
-        .exchange_declare(exchange.into(), lapin::ExchangeKind::Topic, durable, FieldTable::default())
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
         .await
         .expect("exchange");
     let exclusive = QueueDeclareOptions {
@@ -53,7 +58,13 @@ async fn consume(exchange: &str) -> (lapin::Connection, Arrivals) {
         .await
         .expect("queue");
     channel
-        .queue_bind(queue.name().as_str().into(), exchange.into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue.name().as_str().into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("bind");
     let no_ack = BasicConsumeOptions {
@@ -61,7 +72,12 @@ async fn consume(exchange: &str) -> (lapin::Connection, Arrivals) {
         ..Default::default()
     };
     let mut consumer = channel
-        .basic_consume(queue.name().as_str().into(), "".into(), no_ack, FieldTable::default())
+        .basic_consume(
+            queue.name().as_str().into(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
         .await
         .expect("consume");
     let arrivals: Arrivals = Arc::default();

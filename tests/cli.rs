@@ -514,6 +514,35 @@ fn config_check_redacts_the_database_password() {
             out.stdout
         );
     }
+    // The broker URL and the cloud secrets too.
+    fs::write(
+        dir.path().join("cloud.toml"),
+        "default_backend = \"s3\"\n[amqp]\nurl = \"amqps://valet:brokerpass123@mq.example:5671/%2f\"\n\
+         [backends.s3]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"AKIA\"\n\
+         secret_access_key = \"s3secretvalue\"\n\
+         [backends.az]\nkind = \"azblob\"\naccount = \"a\"\ncontainer = \"c\"\n\
+         account_key = \"YXp1cmVzZWNyZXRrZXk=\"\n\
+         [storage_events.s3]\nsecret = \"webhooksecret123456\"\n",
+    )
+    .expect("write config");
+    let out = run_ok(valet(dir.path()).args(["config", "check", "--config", "cloud.toml"]));
+    for secret in [
+        "brokerpass123",
+        "s3secretvalue",
+        "YXp1cmVzZWNyZXRrZXk=",
+        "webhooksecret123456",
+    ] {
+        assert!(
+            !out.all().contains(secret),
+            "{secret} printed:\n{}",
+            out.all()
+        );
+    }
+    assert!(
+        out.stdout.contains("amqps://valet:REDACTED@mq.example"),
+        "{}",
+        out.stdout
+    );
 }
 
 /// A URL that does not parse is refused without echoing it (its password included).
