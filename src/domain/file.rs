@@ -75,7 +75,7 @@ pub enum FileStatus {
 
 impl FileStatus {
     /// The stored and serialised form.
-    pub fn as_str(&self) -> &'static str {
+    pub const fn as_str(&self) -> &'static str {
         match self {
             FileStatus::Pending => "pending",
             FileStatus::Uploaded => "uploaded",

@@ -58,7 +58,12 @@ pub struct PurgeFinished {
 #[rtype(result = "Result<(i64, Option<DateTime<Utc>>), StoreError>")]
 pub struct PendingBacklog;
 
-const FINISHED: [&str; 3] = ["rejected", "expired", "deleted"];
+/// Statuses a file never leaves.
+const FINISHED: [&str; 3] = [
+    FileStatus::Rejected.as_str(),
+    FileStatus::Expired.as_str(),
+    FileStatus::Deleted.as_str(),
+];
 
 impl Handler<ClaimOverdue> for MetadataStore {
     type Result = Result<Vec<File>, StoreError>;
