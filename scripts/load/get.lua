@@ -1,0 +1,12 @@
+-- GET /v1/files/{id}: one of the seeded files (LOAD_IDS, one id a line) at random,
+-- so after the first round every read is a cache hit.
+dofile((os.getenv("LOAD_LUA_DIR") or "scripts/load") .. "/common.lua")
+
+local requests = {}
+for i, file_id in ipairs(load_ids(os.getenv("LOAD_IDS"))) do
+  requests[i] = wrk.format("GET", "/v1/files/" .. file_id)
+end
+
+function request()
+  return requests[math.random(#requests)]
+end
