@@ -37,7 +37,10 @@ end
 
 local counting = os.getenv("LOAD_COUNT") == "1"
 if counting then
-  counts = { ok = 0, problem503 = 0, other = 0, empty = 0, statuses = {} }
+  -- Plain numbers and one string per thread: wrk's thread:get copies nested tables
+  -- wrongly (it crashes), so the statuses travel as "408:2,500:1".
+  ok, problem503, other, empty, statuses = 0, 0, 0, 0, ""
+  local by_status = {}
   local shown = 0
 
   local function header(headers, name)
@@ -51,18 +54,21 @@ if counting then
   -- promises); anything else.
   function response(status, headers, body)
     if status >= 200 and status < 300 then
-      counts.ok = counts.ok + 1
+      ok = ok + 1
       return
     end
     local ctype = header(headers, "content-type") or ""
     if status == 503 and string.find(ctype, "application/problem+json", 1, true) == 1
         and header(headers, "retry-after") and body and body ~= "" then
-      counts.problem503 = counts.problem503 + 1
+      problem503 = problem503 + 1
       return
     end
-    counts.other = counts.other + 1
-    counts.statuses[status] = (counts.statuses[status] or 0) + 1
-    if not body or body == "" then counts.empty = counts.empty + 1 end
+    other = other + 1
+    if not body or body == "" then empty = empty + 1 end
+    by_status[status] = (by_status[status] or 0) + 1
+    local list = {}
+    for code, n in pairs(by_status) do list[#list + 1] = code .. ":" .. n end
+    statuses = table.concat(list, ",")
     if shown < 3 then
       shown = shown + 1
       io.stderr:write(string.format("unexpected answer %d (%s): %s\n", status, ctype, body or ""))
@@ -78,18 +84,17 @@ function done(summary, latency, requests)
     e.status, e.connect, e.read, e.write, e.timeout))
   if counting then
     local total = { ok = 0, problem503 = 0, other = 0, empty = 0 }
-    local statuses = {}
+    local by_status = {}
     for _, thread in ipairs(threads) do
-      local c = thread:get("counts")
-      for _, key in ipairs({ "ok", "problem503", "other", "empty" }) do
-        total[key] = total[key] + c[key]
+      for key in pairs(total) do
+        total[key] = total[key] + thread:get(key)
       end
-      for status, n in pairs(c.statuses) do
-        statuses[status] = (statuses[status] or 0) + n
+      for code, n in string.gmatch(thread:get("statuses"), "(%d+):(%d+)") do
+        by_status[code] = (by_status[code] or 0) + tonumber(n)
       end
     end
     local list = {}
-    for status, n in pairs(statuses) do list[#list + 1] = status .. ":" .. n end
+    for code, n in pairs(by_status) do list[#list + 1] = code .. ":" .. n end
     table.sort(list)
     io.write(string.format("VALET_LOAD_COUNTS ok=%d problem503=%d other=%d empty=%d statuses=%s\n",
       total.ok, total.problem503, total.other, total.empty,

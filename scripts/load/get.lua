@@ -3,8 +3,12 @@
 dofile((os.getenv("LOAD_LUA_DIR") or "scripts/load") .. "/common.lua")
 
 local requests = {}
-for i, file_id in ipairs(load_ids(os.getenv("LOAD_IDS"))) do
-  requests[i] = wrk.format("GET", "/v1/files/" .. file_id)
+
+-- Built in init(): wrk sets the Host header only then.
+function init(args)
+  for i, file_id in ipairs(load_ids(os.getenv("LOAD_IDS"))) do
+    requests[i] = wrk.format("GET", "/v1/files/" .. file_id)
+  end
 end
 
 function request()
