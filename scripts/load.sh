@@ -232,12 +232,13 @@ free_port() {
   die "found no free port"
 }
 
-# A scratch PostgreSQL database (dropped on exit); prints its URL.
+# A scratch PostgreSQL database, dropped on exit; sets scratch_url. (Not a command
+# substitution: the name must reach scratch_dbs in this shell.)
 scratch_database() {
   local name=valet_load_${run_id//-/_}_$1
   psql "$admin_url" -qc "CREATE DATABASE $name" >/dev/null || die "cannot create the scratch database $name"
   scratch_dbs+=("$name")
-  echo "${admin_url%/*}/$name"
+  scratch_url=${admin_url%/*}/$name
 }
 
 # start_valet CONFIG [EXTRA VALET_*=VALUE…]: starts valet in its own directory and
@@ -256,7 +257,8 @@ start_valet() {
   if [ "$config" = postgres ]; then
     local prefix="valet-load-$run_id-$config:"
     redis_prefixes+=("$prefix")
-    env+=(VALET_DATABASE__URL="$(scratch_database "$config")" VALET_CACHE__URL="$redis_url"
+    scratch_database "$config"
+    env+=(VALET_DATABASE__URL="$scratch_url" VALET_CACHE__URL="$redis_url"
       VALET_CACHE__KEY_PREFIX="$prefix")
   fi
   valet_env=(env "${unset[@]}" "${env[@]}")
@@ -318,29 +320,53 @@ cpu_ticks() {
 
 # ------------------------------------------------------------------ scenarios
 
+# Answers of 400 or more valet has counted so far, by status ("503 2" lines), from
+# /metrics: which failures a run had, without a response() hook slowing wrk down.
+error_statuses() {
+  curl -fs "$api/metrics" 2>/dev/null | awk '
+    /^valet_http_requests_total\{/ && match($0, /status="[0-9]+"/) {
+      status = substr($0, RSTART + 8, RLENGTH - 9)
+      if (status + 0 >= 400) n[status] += $NF
+    }
+    END { for (status in n) print status, n[status] }' || true
+}
+
 # run_wrk CONFIG REP SCENARIO LUA URL CONNECTIONS [LOAD_*=VALUE…]: one wrk run; appends
-# a row to results.tsv: config rep scenario req/s p50_ms p99_ms failures cpu_us/req requests.
+# a row to results.tsv: config rep scenario req/s p50_ms p99_ms failures cpu_us/req
+# requests, and what the failures were.
 run_wrk() {
   local config=$1 rep=$2 scenario=$3 lua=$4 url=$5 conns=$6
   shift 6
-  local out=$results/$config-$scenario-$rep.txt before after
+  local out=$results/$config-$scenario-$rep.txt before after seen
+  error_statuses >"$work/statuses.before"
   before=$(cpu_ticks)
   env LOAD_LUA_DIR="$repo/scripts/load" LOAD_TOKEN="$token" LOAD_SALT="$(printf '%08x' $((RANDOM * 32768 + RANDOM)))" "$@" \
     wrk -t"$threads" -c"$conns" -d"$duration" --timeout "$timeout" --latency \
     -s "$repo/scripts/load/$lua" "$url" >"$out" 2>&1 \
     || { cat "$out" >&2; die "wrk failed ($config $scenario, rep $rep)"; }
   after=$(cpu_ticks)
+  error_statuses >"$work/statuses.after"
+  seen=$(awk 'FILENAME == ARGV[1] { b[$1] = $2; next }
+    { d = $2 - b[$1]; if (d > 0) { printf "%s%s:%d", sep, $1, d; sep = "," } }' \
+    "$work/statuses.before" "$work/statuses.after")
   local line
   line=$(grep '^VALET_LOAD ' "$out") || { cat "$out" >&2; die "no result from wrk ($config $scenario, rep $rep)"; }
   awk -v config="$config" -v rep="$rep" -v scenario="$scenario" -v cpu=$((after - before)) \
-    -v hz="$ticks_per_sec" '
+    -v hz="$ticks_per_sec" -v seen="$seen" '
     { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     END {
       fails = v["status"] + v["connect"] + v["read"] + v["write"] + v["timeout"]
       rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
       cpu_us = v["requests"] > 0 ? cpu / hz * 1e6 / v["requests"] : 0
-      printf "%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%d\t%.1f\t%d\n", config, rep, scenario, rps,
-        v["p50_us"] / 1000, v["p99_us"] / 1000, fails, cpu_us, v["requests"]
+      # statuses valet counted, answers of 400 or more it did not (the HTTP layer
+      # refusing a request before valet sees it), socket errors
+      detail = seen == "" ? "" : "status " seen
+      counted = 0; n = split(seen, parts, ","); for (i = 1; i <= n; i++) { split(parts[i], sc, ":"); counted += sc[2] }
+      if (v["status"] > counted) detail = detail (detail == "" ? "" : ", ") "not counted by valet " v["status"] - counted
+      split("connect read write timeout", kinds, " ")
+      for (i = 1; i <= 4; i++) if (v[kinds[i]] > 0) detail = detail (detail == "" ? "" : ", ") "socket " kinds[i] " " v[kinds[i]]
+      printf "%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%d\t%.1f\t%d\t%s\n", config, rep, scenario, rps,
+        v["p50_us"] / 1000, v["p99_us"] / 1000, fails, cpu_us, v["requests"], detail == "" ? "-" : detail
     }' <<<"$line" >>"$tsv"
 }
 
@@ -368,8 +394,9 @@ run_pgbench() {
       printf "%.2f %.2f\n", v[p50] / 1000, v[p99] / 1000
     }')
   rm -f "$logs".*
-  printf '%s\t%s\tpgbench\t%s\t%s\t%s\t%s\t-\t%s\n' "$config" "$rep" "$tps" \
-    "${percentiles% *}" "${percentiles#* }" "${failed:-0}" "$processed" >>"$tsv"
+  printf '%s\t%s\tpgbench\t%s\t%s\t%s\t%s\t-\t%s\t%s\n' "$config" "$rep" "$tps" \
+    "${percentiles% *}" "${percentiles#* }" "${failed:-0}" "$processed" \
+    "$([ "${failed:-0}" -gt 0 ] && echo "failed transactions" || echo -)" >>"$tsv"
 }
 
 # The per-configuration table: every round, then the median; ratios per round.
@@ -418,6 +445,10 @@ print_table() {
               num(median(col[name SUBSEP 6]), "%.2f"), median(col[name SUBSEP 7]),
               num(median(col[name SUBSEP 8]), "%.1f"), num(median(col[name SUBSEP "xf"]), "%.3f"),
               num(median(col[name SUBSEP "xc"]), "%.3f"))
+        }
+        for (i = 1; i <= n; i++) {
+          split(r[i], f, "\t")
+          if (f[7] > 0) printf "   failed, %s round %s: %s\n", f[3], f[2], f[10]
         }
       }' "$tsv"
   } | tee -a "$results/table.txt"
@@ -472,8 +503,8 @@ benchmark() {
   say "$config: starting valet and seeding $seed_files files ($seed_uploaded uploaded)"
   start_valet "$config"
   seed
-  local bench_url
-  bench_url=$(scratch_database "pgbench_$config")
+  scratch_database "pgbench_$config"
+  local bench_url=$scratch_url
   (cd "$dir" && VALET_DATABASE__URL="$bench_url" "$valet" migrate) >"$results/migrate-$config.log" 2>&1 \
     || { cat "$results/migrate-$config.log" >&2; die "valet migrate failed on the pgbench database"; }
   local rep
@@ -547,7 +578,7 @@ overload() {
   printf '\nOK: every answer was 2xx or a 503 problem with Retry-After\n' | tee -a "$results/table.txt"
 }
 
-printf 'config\trep\tscenario\treq_per_s\tp50_ms\tp99_ms\tfailed\tcpu_us_per_req\trequests\n' >"$tsv"
+printf 'config\trep\tscenario\treq_per_s\tp50_ms\tp99_ms\tfailed\tcpu_us_per_req\trequests\tfailures\n' >"$tsv"
 if [ "$mode" = overload ]; then
   overload "${configs[0]}"
 else
