@@ -466,13 +466,17 @@ finish_profile() {
   perf_pid=""
   local data=$results/perf-$config.data
   [ -s "$data" ] || { printf 'warning: perf recorded nothing (%s)\n' "$results/perf-$config.record.txt" >&2; return 0; }
-  perf report -i "$data" --no-children --sort dso,symbol -g none --percent-limit 0.3 --stdio \
-    2>/dev/null | grep -v '^$' >"$results/perf-$config-symbols.txt" || true
-  perf report -i "$data" --no-children --sort comm -g none --stdio \
-    2>/dev/null | grep -v '^$' >"$results/perf-$config-threads.txt" || true
+  # Self time by shared object and symbol (--sort dso,symbol, with only these columns:
+  # without them perf pads every line for IPC columns a VM cannot fill), then by
+  # thread name (the kernel keeps 15 characters of it).
+  perf report -i "$data" --no-children -F overhead,dso,sym -g none --percent-limit 0.2 --stdio \
+    2>/dev/null | grep -v '^$' | sed -E 's/[[:space:]]+$//' >"$results/perf-$config-symbols.txt" || true
+  perf report -i "$data" --no-children -F overhead,comm -g none --stdio \
+    2>/dev/null | grep -v '^$' | sed -E 's/[[:space:]]+$//' >"$results/perf-$config-threads.txt" || true
   {
-    printf '\n== %s: where valet spends its CPU during create (perf, top symbols)\n' "$config"
-    grep -v '^#' "$results/perf-$config-symbols.txt" | head -n 25
+    printf '\n== %s: where valet spends its CPU during create (perf; all of it in %s)\n' \
+      "$config" "${results#"$repo"/}/perf-$config-symbols.txt"
+    grep -v '^#' "$results/perf-$config-symbols.txt" | head -n 25 | cut -c1-150
     printf -- '-- by thread name\n'
     grep -v '^#' "$results/perf-$config-threads.txt" | head -n 12
   } | tee -a "$results/profile.txt"
@@ -553,7 +557,7 @@ overload() {
             v["p50_us"] / 1000, v["p99_us"] / 1000, v["ok"], v["problem503"], v["other"] + sockets,
             "statuses " v["statuses"] ", empty bodies " v["empty"] ", sockets " sockets " (connect " v["connect"] \
               ", read " v["read"] ", write " v["write"] ", timeout " v["timeout"] ")",
-            v["requests"], v["requests"] > 0 ? cpu / hz * 1e6 / v["requests"] : 0
+            v["requests"], (v["requests"] > 0 ? cpu / hz * 1e6 / v["requests"] : 0)
         }' <<<"$line $counts" >>"$results/overload.tsv"
     done
   done
