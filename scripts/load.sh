@@ -155,6 +155,7 @@ if [[ " ${configs[*]} " == *" postgres "* ]]; then ensure_redis; fi
 if [ -n "${VALET_BINARY:-}" ]; then
   valet=$(realpath "$VALET_BINARY")
   [ -x "$valet" ] || die "VALET_BINARY is not an executable: $VALET_BINARY"
+  unset VALET_BINARY # not an option: valet would refuse to start with it set
 else
   command -v cargo >/dev/null || die "cargo is not installed: install the Rust toolchain (https://rustup.rs)"
   say "cargo build --release"
