@@ -166,6 +166,8 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     /// Longest an API request may take, in seconds (503 `unavailable` after).
     pub request_timeout_secs: u64,
+    /// Seconds a new connection has to send its first request head.
+    pub request_head_timeout_secs: u64,
     /// Longest an object transfer through the local store may take, in seconds.
     pub transfer_timeout_secs: u64,
     /// Seconds a graceful shutdown (SIGTERM) waits for in-flight requests.
@@ -214,6 +216,11 @@ pub struct AuthSettings {
     pub trusted_keys: Vec<TrustedKey>,
     /// Threads verifying tokens (signature checks are CPU work).
     pub validator_threads: usize,
+    /// Verified tokens remembered, so each distinct token's signature is checked
+    /// once (0: verify on every request). A token's checks still run per request.
+    pub token_cache_capacity: u64,
+    /// Longest a verified token is remembered, in seconds.
+    pub token_cache_ttl_secs: u64,
 }
 
 /// One trusted root public key.
@@ -423,6 +430,7 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             max_in_flight: 1024,
             request_timeout_secs: 30,
+            request_head_timeout_secs: 30,
             transfer_timeout_secs: 3600,
             shutdown_timeout_secs: 30,
         }
@@ -459,6 +467,8 @@ impl Default for AuthSettings {
             dev_key: true,
             trusted_keys: Vec::new(),
             validator_threads: 2,
+            token_cache_capacity: 10_000,
+            token_cache_ttl_secs: 600,
         }
     }
 }
@@ -546,6 +556,10 @@ impl Settings {
             (
                 "server.request_timeout_secs",
                 self.server.request_timeout_secs,
+            ),
+            (
+                "server.request_head_timeout_secs",
+                self.server.request_head_timeout_secs,
             ),
             (
                 "server.transfer_timeout_secs",
@@ -716,6 +730,9 @@ impl Settings {
         }
         if self.auth.validator_threads == 0 {
             bail!("auth.validator_threads must be at least 1");
+        }
+        if self.auth.token_cache_ttl_secs == 0 {
+            bail!("auth.token_cache_ttl_secs must be at least 1");
         }
         if !self.auth.dev_key && self.auth.trusted_keys.is_empty() {
             bail!("auth.dev_key is off and auth.trusted_keys is empty: no token could ever be accepted");

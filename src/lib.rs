@@ -18,7 +18,6 @@ pub mod problem;
 pub mod reconciler;
 pub mod routes;
 pub mod service;
-pub mod signer;
 pub mod startup;
 pub mod storage;
 pub mod storage_events;

@@ -2,6 +2,7 @@
 //! actors. HTTP handlers and any other entry point (CLI, storage events) go through
 //! here, so every path applies the same checks and transitions.
 
+use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use base64::Engine;
 use chrono::Duration;
 use valet_backends::{DownloadSpec, SignedRequest, UploadSpec};
 
-use crate::auth::{AuthError, Authenticate, Authenticated, Authorize, TokenValidator};
+use crate::auth::{AuthError, Authenticated, Authenticator, Request};
 use crate::cache::FileCache;
 use crate::configuration::Settings;
 use crate::domain::{
@@ -18,13 +19,12 @@ use crate::domain::{
     Identity, Operation, Principal, Root, Sha256,
 };
 use crate::metadata::{
-    now_micros, GetFile, InsertFile, ListFiles, MarkDeleted, MarkExpired, MarkRejected,
+    now_micros, ExpireMany, GetFile, GroupCommit, ListFiles, MarkDeleted, MarkRejected,
     MarkUploaded, MetadataStore, Ping, StoreError, Transition,
 };
 use crate::notifier::{BrokerStatus, Notifier, OutboxAppended};
 use crate::problem::{ApiError, ErrorCode};
-use crate::signer::{SignDownload, SignError, SignUpload, Signer};
-use crate::storage::Backends;
+use crate::storage::{Backends, SignError};
 use crate::storage_events::CreatedObject;
 use crate::telemetry::metrics;
 
@@ -32,6 +32,9 @@ use crate::telemetry::metrics;
 pub const MAX_LIST_LIMIT: i64 = 1000;
 /// Page size when none is asked for.
 pub const DEFAULT_LIST_LIMIT: i64 = 100;
+
+/// Storage calls a background job keeps in flight at once (stat, delete).
+pub const STORAGE_CONCURRENCY: usize = 16;
 
 /// What a storage event did to the file it reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +82,9 @@ impl StorageEventOutcome {
 /// Handles to everything the workflows need; cheap to clone.
 #[derive(Clone)]
 pub struct FileService {
-    validator: Addr<TokenValidator>,
+    auth: Authenticator,
     store: Addr<MetadataStore>,
-    signer: Addr<Signer>,
+    writes: GroupCommit,
     notifier: Addr<Notifier>,
     cache: Arc<dyn FileCache>,
     backends: Backends,
@@ -165,6 +168,7 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Unauthenticated(d) => ApiError::new(ErrorCode::Unauthenticated, d),
             AuthError::Forbidden(d) => ApiError::new(ErrorCode::Forbidden, d),
+            AuthError::Busy(d) => ApiError::unavailable(d),
         }
     }
 }
@@ -187,18 +191,18 @@ fn decode_cursor(cursor: &str) -> Result<FileId, ApiError> {
 impl FileService {
     /// Wires the service to its actors.
     pub fn new(
-        validator: Addr<TokenValidator>,
+        auth: Authenticator,
         store: Addr<MetadataStore>,
-        signer: Addr<Signer>,
+        writes: GroupCommit,
         notifier: Addr<Notifier>,
         cache: Arc<dyn FileCache>,
         backends: Backends,
         settings: Arc<Settings>,
     ) -> Self {
         Self {
-            validator,
+            auth,
             store,
-            signer,
+            writes,
             notifier,
             cache,
             backends,
@@ -216,7 +220,7 @@ impl FileService {
         self.settings.server.tls_client_ca.is_some()
     }
 
-    /// Verifies a bearer token.
+    /// Verifies a bearer token (each distinct token's signature once).
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Authenticated, ApiError> {
         let token = token.ok_or_else(|| {
             ApiError::new(
@@ -224,21 +228,30 @@ impl FileService {
                 "an Authorization: Bearer <token> header is required",
             )
         })?;
-        Ok(self
-            .validator
-            .send(Authenticate {
-                token: token.to_owned(),
-            })
-            .await
-            .map_err(mailbox)??)
+        Ok(self.auth.authenticate(token).await?)
+    }
+
+    /// `error`, unless the caller's token has expired by now: then 401, whatever
+    /// else went wrong. A request's token checks (expiry included) run once, where
+    /// the request is authorized; answers decided before that point come here.
+    pub fn unless_expired(&self, who: &Authenticated, error: ApiError) -> ApiError {
+        if error.code() == ErrorCode::Unauthenticated {
+            return error;
+        }
+        self.auth.expired(who).map_or(error, ApiError::from)
+    }
+
+    /// `result`, with its error passed through [`Self::unless_expired`].
+    fn settle<T>(&self, who: &Authenticated, result: Result<T, ApiError>) -> Result<T, ApiError> {
+        result.map_err(|e| self.unless_expired(who, e))
     }
 
     /// Applies the role rules, then the token's own checks, to one operation.
-    async fn authorize(
+    fn authorize(
         &self,
         who: &Authenticated,
         operation: Operation,
-        resource: String,
+        resource: &str,
         decision: Decision,
         file: Option<FileId>,
         hidden: impl FnOnce() -> ApiError,
@@ -257,16 +270,12 @@ impl FileService {
             }
             Decision::Allow => {}
         }
-        self.validator
-            .send(Authorize {
-                token: who.token.clone(),
-                operation,
-                resource,
-                file,
-            })
-            .await
-            .map_err(mailbox)??;
-        Ok(())
+        let request = Request {
+            operation,
+            resource,
+            file,
+        };
+        Ok(self.auth.authorize(who, &request)?)
     }
 
     /// A file from the cache, else from the database (then cached).
@@ -322,17 +331,25 @@ impl FileService {
         self.authorize(
             who,
             operation,
-            root.resource(&file.tenant_id),
+            &root.resource(&file.tenant_id),
             decision,
             Some(file.id),
             ApiError::file_not_found,
-        )
-        .await?;
+        )?;
         Ok(file)
     }
 
     /// Records a pending file and signs its upload.
     pub async fn create(
+        &self,
+        who: &Authenticated,
+        request: CreateUpload,
+    ) -> Result<(File, SignedRequest), ApiError> {
+        let result = self.create_upload(who, request).await;
+        self.settle(who, result)
+    }
+
+    async fn create_upload(
         &self,
         who: &Authenticated,
         request: CreateUpload,
@@ -363,12 +380,11 @@ impl FileService {
         self.authorize(
             who,
             Operation::Write,
-            root.resource(&identity.tenant),
+            &root.resource(&identity.tenant),
             decision,
             None,
             || ApiError::new(ErrorCode::NotFound, "no such device root"),
-        )
-        .await?;
+        )?;
 
         let id = FileId::new();
         let now = now_micros();
@@ -395,26 +411,19 @@ impl FileService {
         };
         // Sign before recording, so a signing failure leaves no record behind.
         let upload = self
-            .signer
-            .send(SignUpload {
-                backend,
-                spec: UploadSpec {
+            .backends
+            .sign_upload(
+                &backend,
+                &UploadSpec {
                     key: file.object_key.clone(),
                     size: file.size,
                     sha256: file.sha256,
                     content_type: file.content_type.clone(),
                     expires_at: file.upload_expires_at,
                 },
-            })
-            .await
-            .map_err(mailbox)?
+            )
             .map_err(sign_error)?;
-        let file = self
-            .store
-            .send(InsertFile(file))
-            .await
-            .map_err(mailbox)?
-            .map_err(store_error)?;
+        let file = self.writes.insert(file).await.map_err(store_error)?;
         self.cache.put(&file).await;
         metrics::record_file_operation("create", file.tenant_id.as_str(), device(&file));
         Ok((file, upload))
@@ -422,13 +431,17 @@ impl FileService {
 
     /// A file's metadata.
     pub async fn get(&self, who: &Authenticated, id: FileId) -> Result<File, ApiError> {
-        self.visible_file(who, id, Operation::Read).await
+        let result = self.visible_file(who, id, Operation::Read).await;
+        self.settle(who, result)
     }
 
     /// Verifies the stored object and marks the file uploaded (idempotent).
     pub async fn complete(&self, who: &Authenticated, id: FileId) -> Result<File, ApiError> {
-        let file = self.visible_file(who, id, Operation::Write).await?;
-        self.verify_and_complete(file).await
+        let result = match self.visible_file(who, id, Operation::Write).await {
+            Ok(file) => self.verify_and_complete(file).await,
+            Err(e) => Err(e),
+        };
+        self.settle(who, result)
     }
 
     /// The one completion path: stat the object, compare size and SHA-256, then
@@ -580,6 +593,15 @@ impl FileService {
         who: &Authenticated,
         id: FileId,
     ) -> Result<SignedRequest, ApiError> {
+        let result = self.sign_download(who, id).await;
+        self.settle(who, result)
+    }
+
+    async fn sign_download(
+        &self,
+        who: &Authenticated,
+        id: FileId,
+    ) -> Result<SignedRequest, ApiError> {
         let file = self.visible_file(who, id, Operation::Read).await?;
         if file.status != FileStatus::Uploaded {
             return Err(ApiError::new(
@@ -589,18 +611,16 @@ impl FileService {
         }
         let ttl = Duration::seconds(self.settings.uploads.download_url_ttl_secs as i64);
         let request = self
-            .signer
-            .send(SignDownload {
-                backend: file.backend.clone(),
-                spec: DownloadSpec {
+            .backends
+            .sign_download(
+                &file.backend,
+                &DownloadSpec {
                     key: file.object_key.clone(),
                     file_name: file.name.clone(),
                     content_type: file.content_type.clone(),
                     expires_at: now_micros() + ttl,
                 },
-            })
-            .await
-            .map_err(mailbox)?
+            )
             .map_err(sign_error)?;
         metrics::record_file_operation("download", file.tenant_id.as_str(), device(&file));
         Ok(request)
@@ -608,6 +628,11 @@ impl FileService {
 
     /// One page of the files the caller may list.
     pub async fn list(&self, who: &Authenticated, request: ListRequest) -> Result<Page, ApiError> {
+        let result = self.list_page(who, request).await;
+        self.settle(who, result)
+    }
+
+    async fn list_page(&self, who: &Authenticated, request: ListRequest) -> Result<Page, ApiError> {
         let identity = &who.identity;
         let limit = request.limit.unwrap_or(DEFAULT_LIST_LIMIT);
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
@@ -645,10 +670,9 @@ impl FileService {
             // Only services list a whole tenant (devices always have a root here).
             None => (identity.tenant.to_string(), Decision::Allow),
         };
-        self.authorize(who, Operation::List, resource, decision, None, || {
+        self.authorize(who, Operation::List, &resource, decision, None, || {
             ApiError::new(ErrorCode::NotFound, "no such device root")
-        })
-        .await?;
+        })?;
         let mut files = self
             .store
             .send(ListFiles {
@@ -672,8 +696,11 @@ impl FileService {
 
     /// Marks a file deleted and removes its object (idempotent).
     pub async fn delete(&self, who: &Authenticated, id: FileId) -> Result<(), ApiError> {
-        let file = self.visible_file(who, id, Operation::Delete).await?;
-        self.remove(&file).await
+        let result = match self.visible_file(who, id, Operation::Delete).await {
+            Ok(file) => self.remove(&file).await,
+            Err(e) => Err(e),
+        };
+        self.settle(who, result)
     }
 
     /// Marks a file deleted and removes its object, with no permission check (for
@@ -699,19 +726,29 @@ impl FileService {
         }
     }
 
-    /// `pending` → `expired`: the upload URL expired and no object was stored.
-    /// Returns whether this call made the change.
-    pub async fn expire(&self, file: &File) -> Result<bool, ApiError> {
-        match self.transition(MarkExpired(file.id)).await? {
-            Transition::Changed(_) => {
-                self.notifier.do_send(OutboxAppended);
+    /// `pending` → `expired` for many overdue files at once (the reconciler's path):
+    /// one transaction, one outbox row per file; returns the files that changed.
+    pub async fn expire_many(&self, files: Vec<File>) -> Result<Vec<File>, ApiError> {
+        let ids = files.iter().map(|f| f.id).collect();
+        let expired = self
+            .store
+            .send(ExpireMany(ids))
+            .await
+            .map_err(mailbox)?
+            .map_err(store_error)?;
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        self.notifier.do_send(OutboxAppended);
+        futures_util::stream::iter(&expired)
+            .for_each_concurrent(STORAGE_CONCURRENCY, |file| async move {
+                self.cache.put(file).await;
                 metrics::record_file_operation("expire", file.tenant_id.as_str(), device(file));
                 // A device may still PUT with a URL issued moments before expiry.
                 self.delete_object(file).await;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+            })
+            .await;
+        Ok(expired)
     }
 
     /// Drops purged records from the cache.

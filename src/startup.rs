@@ -10,17 +10,16 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
-use crate::auth::{RootKey, TokenValidator, TrustedKeys};
+use crate::auth::{Authenticator, RootKey, TokenValidator, TrustedKeys};
 use crate::cache;
 use crate::configuration::Settings;
 use crate::edge::{self, CertificateStore, Limits, TrustedProxies, VerifiedClientCertificate};
 use crate::events::{EventContext, StorageLocation};
-use crate::metadata::{db, MetadataStore, Schema};
+use crate::metadata::{db, GroupCommit, MetadataStore, Schema};
 use crate::notifier::{Notifier, StopRelay};
 use crate::reconciler::Reconciler;
 use crate::routes;
 use crate::service::FileService;
-use crate::signer::Signer;
 use crate::storage::Backends;
 use crate::telemetry;
 
@@ -85,12 +84,25 @@ impl Application {
         backends.probe_all().await?;
 
         let settings = Arc::new(settings);
-        let validator = {
+        let authenticator = {
             let keys = keys.clone();
-            SyncArbiter::start(settings.auth.validator_threads, move || {
+            let validator = SyncArbiter::start(settings.auth.validator_threads, move || {
                 TokenValidator::new(keys.clone())
-            })
+            });
+            Authenticator::new(
+                validator,
+                settings.auth.token_cache_capacity,
+                Duration::from_secs(settings.auth.token_cache_ttl_secs),
+            )
         };
+        // SQLite has one writer at a time; on Postgres a second writer collects the
+        // next group while the first commits.
+        let writers = if settings.database_url().starts_with("sqlite:") {
+            1
+        } else {
+            2
+        };
+        let writes = GroupCommit::start(pool.clone(), schema.clone(), writers)?;
         let store = {
             let events = Arc::new(EventContext {
                 source: settings.event_source(),
@@ -109,17 +121,13 @@ impl Application {
                 MetadataStore::with_events(pool.clone(), events.clone(), schema.clone())
             })
         };
-        let signer = {
-            let backends = backends.clone();
-            SyncArbiter::start(2, move || Signer::new(backends.clone()))
-        };
         let notifier = Notifier::new(store.clone(), settings.clone()).start();
         let cache = cache::from_settings(&settings.cache)?;
         let notifier_addr = notifier.clone();
         let service = FileService::new(
-            validator,
+            authenticator,
             store,
-            signer,
+            writes,
             notifier,
             cache,
             backends,
@@ -148,6 +156,11 @@ impl Application {
                 .configure(|cfg| routes::configure(cfg, json_limit))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        // actix's 5 s default answers a bare 408 to connections a busy machine
+        // reads late; the overload answer is `max_in_flight`'s 503 problem.
+        .client_request_timeout(Duration::from_secs(
+            settings.server.request_head_timeout_secs,
+        ))
         // Signals are handled by `run_until_stopped` (SIGINT stops gracefully too).
         .disable_signals()
         .on_connect(mark_verified_client);

@@ -1,9 +1,14 @@
-//! Device and service tokens: root keys, minting (the development token service)
-//! and the `TokenValidator` actor.
+//! Device and service tokens: root keys, minting (the development token service),
+//! the `TokenValidator` actor (first sight of a token), the `Authenticator` (the
+//! cache of verified tokens every request goes through) and the per-request checks.
 
+mod authenticator;
 pub mod keys;
+mod permissions;
 pub mod token;
 mod validator;
 
+pub use authenticator::Authenticator;
 pub use keys::{RootKey, TrustedKeys};
-pub use validator::{AuthError, Authenticate, Authenticated, Authorize, TokenValidator};
+pub use permissions::{AuthError, Request};
+pub use validator::{verify, Authenticate, Authenticated, TokenValidator};

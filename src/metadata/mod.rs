@@ -2,6 +2,7 @@
 //! SQLite through diesel, on a pool of dedicated threads (diesel is blocking).
 
 pub mod db;
+mod group_commit;
 mod reconcile;
 mod relay;
 mod rows;
@@ -20,7 +21,8 @@ use crate::domain::{File, FileId, FileStatus, Root, TenantId};
 use crate::events::{file_event, EventContext, EventKind};
 use crate::telemetry::metrics;
 use db::{DbConnection, DbPool};
-pub use reconcile::{ClaimOverdue, MarkExpired, PendingBacklog, PurgeFinished, RetentionDue};
+pub use group_commit::GroupCommit;
+pub use reconcile::{ClaimOverdue, ExpireMany, PendingBacklog, PurgeFinished, RetentionDue};
 pub use relay::{ClaimOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed};
 pub use rows::OutboxEntry;
 use rows::{FileRow, NewOutboxRow};
@@ -92,15 +94,22 @@ impl MetadataStore {
         }
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<db::ConnectionManager>, StoreError> {
-        let started = Instant::now();
-        let result = self.pool.get();
-        metrics::record_pool(self.pool.state(), self.pool.max_size(), started.elapsed());
-        let mut conn =
-            result.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
-        self.schema.ensure(&mut conn)?;
-        Ok(conn)
+    fn conn(&self) -> Result<PooledConnection, StoreError> {
+        connection(&self.pool, &self.schema)
     }
+}
+
+type PooledConnection = r2d2::PooledConnection<db::ConnectionManager>;
+
+/// A connection from `pool`, with the schema brought up to date on first contact.
+fn connection(pool: &DbPool, schema: &Schema) -> Result<PooledConnection, StoreError> {
+    let started = Instant::now();
+    let result = pool.get();
+    metrics::record_pool(pool.state(), pool.max_size(), started.elapsed());
+    let mut conn =
+        result.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+    schema.ensure(&mut conn)?;
+    Ok(conn)
 }
 
 impl Actor for MetadataStore {
@@ -108,7 +117,7 @@ impl Actor for MetadataStore {
 }
 
 /// Why a metadata operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached: 503.
     #[error("{0}")]
@@ -161,11 +170,6 @@ pub enum Transition {
     /// No such file.
     NotFound,
 }
-
-/// Record a new pending file.
-#[derive(Message)]
-#[rtype(result = "Result<File, StoreError>")]
-pub struct InsertFile(pub File);
 
 /// Look a file up by id.
 #[derive(Message)]
@@ -317,17 +321,6 @@ pub fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     let micros = now.timestamp_micros();
     DateTime::from_timestamp_micros(micros).unwrap_or(now)
-}
-
-impl Handler<InsertFile> for MetadataStore {
-    type Result = Result<File, StoreError>;
-    fn handle(&mut self, msg: InsertFile, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
-        diesel::insert_into(files::table)
-            .values(FileRow::from_file(&msg.0))
-            .execute(&mut conn)?;
-        Ok(msg.0)
-    }
 }
 
 impl Handler<GetFile> for MetadataStore {

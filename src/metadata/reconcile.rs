@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use super::db::DbConnection;
 use super::rows::FileRow;
 use super::schema::files;
-use super::{now_micros, MetadataStore, StoreError, Transition};
+use super::{now_micros, MetadataStore, StoreError};
 use crate::domain::{File, FileId, FileStatus, TenantId};
 use crate::events::EventKind;
 
@@ -25,10 +25,12 @@ pub struct ClaimOverdue {
     pub limit: i64,
 }
 
-/// `pending` → `expired`, recording `io.valet.file.expired`.
+/// `pending` → `expired` for many files in one transaction, recording
+/// `io.valet.file.expired` for each file that changed; returns those files (a file
+/// finished meanwhile by someone else is left alone and not returned).
 #[derive(Message)]
-#[rtype(result = "Result<Transition, StoreError>")]
-pub struct MarkExpired(pub FileId);
+#[rtype(result = "Result<Vec<File>, StoreError>")]
+pub struct ExpireMany(pub Vec<FileId>);
 
 /// Uploaded files of `tenant` uploaded before `cutoff` (retention).
 #[derive(Message)]
@@ -106,11 +108,43 @@ impl Handler<ClaimOverdue> for MetadataStore {
     }
 }
 
-impl Handler<MarkExpired> for MetadataStore {
-    type Result = Result<Transition, StoreError>;
-    fn handle(&mut self, msg: MarkExpired, _: &mut Self::Context) -> Self::Result {
-        self.transition(msg.0, &[FileStatus::Pending], FileStatus::Expired, |_| {
-            Some(EventKind::Expired)
+impl Handler<ExpireMany> for MetadataStore {
+    type Result = Result<Vec<File>, StoreError>;
+    fn handle(&mut self, msg: ExpireMany, _: &mut Self::Context) -> Self::Result {
+        if msg.0.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = msg.0.iter().map(FileId::to_string).collect();
+        let mut conn = self.conn()?;
+        conn.transaction::<_, StoreError, _>(|conn| {
+            let now = now_micros();
+            // One statement for the batch; the status guard makes it race safely
+            // with a late `complete` or another instance, as a single transition does.
+            let expire = diesel::update(
+                files::table
+                    .filter(files::id.eq_any(&ids))
+                    .filter(files::status.eq(FileStatus::Pending.as_str())),
+            )
+            .set((
+                files::status.eq(FileStatus::Expired.as_str()),
+                files::updated_at.eq(now.naive_utc()),
+            ));
+            // RETURNING needs the concrete backend.
+            let rows: Vec<FileRow> = match &mut **conn {
+                DbConnection::Postgresql(pg) => {
+                    expire.returning(FileRow::as_returning()).get_results(pg)?
+                }
+                DbConnection::Sqlite(sqlite) => expire
+                    .returning(FileRow::as_returning())
+                    .get_results(sqlite)?,
+            };
+            let mut expired = Vec::with_capacity(rows.len());
+            for row in rows {
+                let file = row.into_file()?;
+                self.record_event(conn, EventKind::Expired, &file, now)?;
+                expired.push(file);
+            }
+            Ok(expired)
         })
     }
 }

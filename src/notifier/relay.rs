@@ -1,5 +1,6 @@
-//! The outbox relay: claims outbox rows, publishes them one by one in order, and
-//! marks each published only after the broker confirmed it. Any failure (nack,
+//! The outbox relay: claims outbox rows, publishes a whole claimed batch before
+//! awaiting its confirms (publisher confirms, pipelined), and marks each row
+//! published only after the broker confirmed it. Any failure (nack,
 //! timeout, lost channel or connection) keeps the row, drops the connection and
 //! reconnects with exponential backoff and jitter; nothing is ever dropped.
 
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use chrono::Utc;
+use futures_util::future::join_all;
 use tokio::sync::{watch, Notify};
 
 use super::amqp::{BrokerLink, Delivered, PublishError};
@@ -166,15 +168,28 @@ impl Relay {
             let Some(current) = link.as_ref() else {
                 continue;
             };
+            if *self.stopping.borrow() {
+                let release = batch.iter().map(|e| e.seq).collect();
+                let _ = self
+                    .store
+                    .send(PublishFailed {
+                        failed: None,
+                        error: String::new(),
+                        release,
+                    })
+                    .await;
+                break;
+            }
+            // The whole batch is published before any confirm is awaited: a batch
+            // holds at most one row per file (the claim takes only each file's
+            // oldest unpublished row), so pipelining keeps every file's order.
+            let started = Instant::now();
+            let outcomes = join_all(batch.iter().map(|entry| current.publish(entry))).await;
             let mut published = Vec::with_capacity(batch.len());
             let mut failure = None;
-            for (i, entry) in batch.iter().enumerate() {
-                if *self.stopping.borrow() {
-                    failure = Some((None, String::new(), i));
-                    break;
-                }
-                let started = Instant::now();
-                match current.publish(entry).await {
+            let mut release = Vec::new();
+            for (entry, outcome) in batch.iter().zip(outcomes) {
+                match outcome {
                     Ok(delivered) => {
                         metrics::record_publish(started.elapsed());
                         if delivered == Delivered::Unroutable {
@@ -193,37 +208,35 @@ impl Relay {
                         }
                         published.push(entry.seq);
                     }
-                    Err(e) => {
+                    Err(e) if failure.is_none() => {
                         metrics::record_publish_failure(match e {
                             PublishError::Nacked => "nack",
                             PublishError::Timeout(_) => "timeout",
                             PublishError::Broker(_) => "broker",
                         });
-                        failure = Some((Some(entry.seq), e.to_string(), i + 1));
-                        break;
+                        failure = Some((entry.seq, e.to_string()));
                     }
+                    // Later failures share the first one's cause: released untouched.
+                    Err(_) => release.push(entry.seq),
                 }
             }
             self.record(published).await;
-            if let Some((failed, error, next)) = failure {
-                let release = batch[next..].iter().map(|e| e.seq).collect();
+            if let Some((failed, error)) = failure {
                 let _ = self
                     .store
                     .send(PublishFailed {
-                        failed,
+                        failed: Some(failed),
                         error: error.clone(),
                         release,
                     })
                     .await;
-                if failed.is_some() {
-                    tracing::warn!(error = %error, "publishing an event failed; reconnecting, the event stays in the outbox");
-                    self.health.down(error);
-                    if let Some(broken) = link.take() {
-                        broken.close().await;
-                    }
-                    metrics::record_broker_reconnect();
-                    self.pause(backoff.next()).await;
+                tracing::warn!(error = %error, "publishing an event failed; reconnecting, the event stays in the outbox");
+                self.health.down(error);
+                if let Some(broken) = link.take() {
+                    broken.close().await;
                 }
+                metrics::record_broker_reconnect();
+                self.pause(backoff.next()).await;
             }
         }
         if let Some(open) = link {

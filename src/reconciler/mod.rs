@@ -8,18 +8,20 @@
 //! absent → `expired`. A file whose storage cannot be reached keeps its lease until
 //! it runs out, and is tried again on a later pass.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use actix_web::web;
 use chrono::Utc;
+use futures_util::{stream, StreamExt};
 
-use crate::domain::{File, TenantId};
+use crate::domain::{File, FileId, TenantId};
 use crate::metadata::{
     ClaimOverdue, MetadataStore, PendingBacklog, PurgeFinished, RetentionDue, StoreError,
 };
 use crate::problem::ErrorCode;
-use crate::service::FileService;
+use crate::service::{FileService, STORAGE_CONCURRENCY};
 use crate::telemetry::metrics;
 
 /// What a pass did to one file.
@@ -135,12 +137,7 @@ pub async fn reconcile_overdue(service: &FileService) -> Vec<(File, Outcome)> {
             break;
         };
         let full = batch.len() as i64 >= settings.batch_size;
-        for file in batch {
-            let outcome = settle(service, &file).await;
-            metrics::record_reconciled(outcome.as_str());
-            tracing::info!(file_id = %file.id, tenant = %file.tenant_id, outcome = outcome.as_str(), "reconciled an unfinished upload");
-            settled.push((file, outcome));
-        }
+        settled.extend(settle_batch(service, batch).await);
         // Claimed files leave the candidate set (status changed or lease held), so
         // the loop ends; a short batch means nothing else is due.
         if !full {
@@ -150,23 +147,74 @@ pub async fn reconcile_overdue(service: &FileService) -> Vec<(File, Outcome)> {
     settled
 }
 
-async fn settle(service: &FileService, file: &File) -> Outcome {
-    match service.verify_and_complete(file.clone()).await {
-        Ok(_) => Outcome::Completed,
-        Err(e) => match e.code() {
-            ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => Outcome::Rejected,
-            ErrorCode::UploadMissing => match service.expire(file).await {
-                Ok(true) => Outcome::Expired,
-                Ok(false) => Outcome::Skipped,
-                Err(e) => {
-                    tracing::warn!(file_id = %file.id, error = %e, "cannot expire a file");
-                    Outcome::Failed
+/// Settles a claimed batch: storage is checked for many files at once, and the
+/// files with no object (the bulk of a backlog) expire together in one transaction.
+async fn settle_batch(service: &FileService, batch: Vec<File>) -> Vec<(File, Outcome)> {
+    let checked: Vec<(File, Option<Outcome>)> = stream::iter(batch)
+        .map(|file| async move {
+            let outcome = settle_present(service, &file).await;
+            (file, outcome)
+        })
+        .buffer_unordered(STORAGE_CONCURRENCY)
+        .collect()
+        .await;
+    let (missing, mut settled): (Vec<_>, Vec<_>) = checked
+        .into_iter()
+        .partition(|(_, outcome)| outcome.is_none());
+    let missing: Vec<File> = missing.into_iter().map(|(file, _)| file).collect();
+    if !missing.is_empty() {
+        match service.expire_many(missing.clone()).await {
+            Ok(expired) => {
+                let expired: HashSet<FileId> = expired.iter().map(|f| f.id).collect();
+                for file in missing {
+                    let outcome = if expired.contains(&file.id) {
+                        Outcome::Expired
+                    } else {
+                        Outcome::Skipped
+                    };
+                    settled.push((file, Some(outcome)));
                 }
-            },
-            ErrorCode::Conflict => Outcome::Skipped,
+            }
+            Err(e) => {
+                tracing::warn!(files = missing.len(), error = %e, "cannot expire files now; retrying later");
+                settled.extend(missing.into_iter().map(|f| (f, Some(Outcome::Failed))));
+            }
+        }
+    }
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    let settled: Vec<(File, Outcome)> = settled
+        .into_iter()
+        .map(|(file, outcome)| (file, outcome.unwrap_or(Outcome::Failed)))
+        .collect();
+    for (file, outcome) in &settled {
+        metrics::record_reconciled(outcome.as_str());
+        *counts.entry(outcome.as_str()).or_default() += 1;
+        tracing::debug!(file_id = %file.id, tenant = %file.tenant_id, outcome = outcome.as_str(), "reconciled an unfinished upload");
+    }
+    tracing::info!(
+        files = settled.len(),
+        completed = counts.get("completed").copied().unwrap_or(0),
+        rejected = counts.get("rejected").copied().unwrap_or(0),
+        expired = counts.get("expired").copied().unwrap_or(0),
+        skipped = counts.get("skipped").copied().unwrap_or(0),
+        failed = counts.get("failed").copied().unwrap_or(0),
+        "reconciled unfinished uploads"
+    );
+    settled
+}
+
+/// Completes or rejects a file whose object is there; `None` when there is no
+/// object (the file is to expire).
+async fn settle_present(service: &FileService, file: &File) -> Option<Outcome> {
+    match service.verify_and_complete(file.clone()).await {
+        Ok(_) => Some(Outcome::Completed),
+        Err(e) => match e.code() {
+            ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => Some(Outcome::Rejected),
+            ErrorCode::UploadMissing => None,
+            ErrorCode::Conflict => Some(Outcome::Skipped),
             _ => {
                 tracing::warn!(file_id = %file.id, error = %e, "cannot reconcile a file now; retrying later");
-                Outcome::Failed
+                Some(Outcome::Failed)
             }
         },
     }

@@ -123,10 +123,11 @@ pub(crate) async fn caller(
         && service.requires_client_certificates()
         && req.conn_data::<VerifiedClientCertificate>().is_none()
     {
-        return Err(ApiError::new(
+        let refusal = ApiError::new(
             ErrorCode::ClientCertificateRequired,
             "service tokens are accepted only over mutual TLS: present a client certificate",
-        ));
+        );
+        return Err(service.unless_expired(&who, refusal));
     }
     Ok(who)
 }

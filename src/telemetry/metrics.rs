@@ -20,10 +20,20 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
                 .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("valet_metadata_group_commit_rows".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                )
+                .ok()?
                 .install_recorder()
                 .ok()
         })
         .as_ref()
+}
+
+/// One group commit of `rows` new file records.
+pub fn record_group_commit(rows: usize) {
+    histogram!("valet_metadata_group_commit_rows").record(rows as f64);
 }
 
 /// One answered HTTP request.
