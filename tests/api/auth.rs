@@ -118,6 +118,48 @@ async fn expired_tokens_are_unauthenticated() {
 }
 
 #[actix_web::test]
+async fn a_verified_token_still_expires_on_every_path() {
+    // The first requests verify the token and keep it in the token cache; once its
+    // time check fails, every path refuses it with 401 — none answers from the
+    // cached verification, and none answers 404 for a file that exists.
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let soon = SystemTime::now() + Duration::from_secs(2);
+    let short_lived = attenuate(
+        &app,
+        &token,
+        &format!("check if time($t), $t <= {}", biscuit_time(soon)),
+    );
+    let created = app.create_ok(&short_lived, b"short lived", json!({})).await;
+    let id = created["file"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.get_file(&short_lived, &id).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_problem(
+        app.get_file(&short_lived, &id).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_problem(
+        app.download(&short_lived, &id).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_problem(app.delete(&short_lived, &id).await, 401, "unauthenticated").await;
+    assert_problem(app.list(&short_lived, "").await, 401, "unauthenticated").await;
+    let body = json!({"name": "late", "size": 1, "sha256": sha256_hex(b"x")});
+    assert_problem(app.create(&short_lived, body).await, 401, "unauthenticated").await;
+    // The unattenuated token is untouched by its shortened sibling.
+    assert_eq!(app.get_file(&token, &id).await.status(), 200);
+}
+
+/// An instant in Datalog's RFC 3339 form.
+fn biscuit_time(at: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[actix_web::test]
 async fn tokens_from_untrusted_or_unknown_keys_are_unauthenticated() {
     let app = spawn_app().await;
     let tenant = TenantId::parse("acme").unwrap();
