@@ -201,7 +201,7 @@ impl Cli {
             Command::Migrate { revert } => {
                 let settings = Settings::load(self.config.as_deref())?;
                 let url = settings.database_url();
-                let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
+                let timeout = settings.database.connect_timeout();
                 actix_web::web::block(move || -> anyhow::Result<()> {
                     let pool = db::connect(&url, 1, timeout)?;
                     let mut conn = pool.get()?;
@@ -272,7 +272,7 @@ impl Cli {
                         bail!("no database at {path}: start `valet serve` (or run `valet migrate`) first");
                     }
                 }
-                let timeout = Duration::from_secs(settings.database.connect_timeout_secs);
+                let timeout = settings.database.connect_timeout();
                 let pool = actix_web::web::block(move || db::connect(&url, 1, timeout)).await??;
                 let source = settings.event_source();
                 let store = SyncArbiter::start(1, move || {

@@ -47,7 +47,7 @@ impl Application {
         let pool = db::pool(
             &settings.database_url(),
             settings.database.pool_size,
-            Duration::from_secs(settings.database.connect_timeout_secs),
+            settings.database.connect_timeout(),
             settings.database.statement_timeout_ms,
         )?;
         let schema = Schema::new(settings.database.run_migrations);
@@ -63,12 +63,13 @@ impl Application {
             }
         }
 
-        let bind = settings.bind_addr()?;
+        let bind = settings.server.bind_addr();
         let listener =
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
-        let port = listener.local_addr()?.port();
-        let public_url = match &settings.server.public_url {
-            Some(_) => settings.public_url()?,
+        let local = listener.local_addr()?;
+        let port = local.port();
+        let public_url = match settings.server.public_url() {
+            Some(url) => url.clone(),
             // No public URL configured: the address actually bound (port 0 resolved).
             None => {
                 let scheme = if settings.tls_enabled() {
@@ -76,7 +77,7 @@ impl Application {
                 } else {
                     "http"
                 };
-                url::Url::parse(&format!("{scheme}://{}:{port}", bind.ip()))?
+                url::Url::parse(&format!("{scheme}://{local}"))?
             }
         };
 
@@ -92,7 +93,7 @@ impl Application {
             Authenticator::new(
                 validator,
                 settings.auth.token_cache_capacity,
-                Duration::from_secs(settings.auth.token_cache_ttl_secs),
+                settings.auth.token_cache_ttl(),
             )
         };
         // SQLite has one writer at a time; on Postgres a second writer collects the
@@ -141,10 +142,12 @@ impl Application {
         }
         let limits = web::Data::new(Limits::new(
             settings.server.max_in_flight,
-            Duration::from_secs(settings.server.request_timeout_secs),
-            Duration::from_secs(settings.server.transfer_timeout_secs),
+            settings.server.request_timeout(),
+            settings.server.transfer_timeout(),
         ));
-        let proxies = web::Data::new(TrustedProxies::new(settings.trusted_proxies()?));
+        let proxies = web::Data::new(TrustedProxies::new(
+            settings.server.trusted_proxies().to_vec(),
+        ));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(routes::problem_for_bare_errors))
@@ -158,9 +161,7 @@ impl Application {
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         // actix's 5 s default answers a bare 408 to connections a busy machine
         // reads late; the overload answer is `max_in_flight`'s 503 problem.
-        .client_request_timeout(Duration::from_secs(
-            settings.server.request_head_timeout_secs,
-        ))
+        .client_request_timeout(settings.server.request_head_timeout())
         // Signals are handled by `run_until_stopped` (SIGINT stops gracefully too).
         .disable_signals()
         .on_connect(mark_verified_client);
@@ -168,9 +169,7 @@ impl Application {
             (Some(cert), Some(key)) => {
                 let certificates = CertificateStore::load(cert, key)?;
                 let tls = edge::tls::server_config(&settings.server, certificates.clone())?;
-                certificates.watch(Duration::from_secs(
-                    settings.server.tls_reload_interval_secs,
-                ));
+                certificates.watch(settings.server.tls_reload_interval());
                 server.listen_rustls_0_23(listener, tls)?
             }
             _ => server.listen(listener)?,
@@ -179,7 +178,7 @@ impl Application {
             server = server.workers(workers);
         }
         tracing::info!(
-            address = %format!("{}:{port}", bind.ip()),
+            address = %local,
             %public_url,
             tls = settings.tls_enabled(),
             "valet is listening"
@@ -189,7 +188,7 @@ impl Application {
             public_url,
             server: server.run(),
             notifier: notifier_addr,
-            shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
+            shutdown_timeout: settings.server.shutdown_timeout(),
         })
     }
 

@@ -15,7 +15,7 @@ mod memory;
 mod redis;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use metrics::{counter, histogram};
@@ -72,8 +72,8 @@ pub fn from_settings(settings: &CacheSettings) -> anyhow::Result<Arc<dyn FileCac
             let cache = RedisCache::new(
                 url,
                 &settings.key_prefix,
-                Duration::from_secs(settings.ttl_secs),
-                Duration::from_millis(settings.timeout_ms),
+                settings.ttl(),
+                settings.timeout(),
             )?;
             tracing::info!(endpoint = %cache.endpoint(), "file cache: redis");
             Ok(Arc::new(cache))
@@ -85,7 +85,7 @@ pub fn from_settings(settings: &CacheSettings) -> anyhow::Result<Arc<dyn FileCac
             );
             Ok(Arc::new(MemoryCache::new(
                 settings.memory_capacity,
-                Duration::from_secs(settings.ttl_secs),
+                settings.ttl(),
             )))
         }
     }

@@ -89,7 +89,7 @@ impl BrokerLink {
             connection,
             channel,
             exchange: settings.exchange.clone(),
-            publish_timeout: Duration::from_secs(settings.publish_timeout_secs),
+            publish_timeout: settings.publish_timeout(),
         })
     }
 

@@ -102,12 +102,12 @@ impl Relay {
         let mut link: Option<BrokerLink> = None;
         let mut backoff = Backoff {
             attempt: 0,
-            max: Duration::from_secs(self.settings.max_backoff_secs),
+            max: self.settings.max_backoff(),
         };
         let mut outage_logged = false;
         let mut last_prune: Option<Instant> = None;
         let mut last_unroutable_log: Option<Instant> = None;
-        let poll = Duration::from_secs(self.settings.poll_interval_secs);
+        let poll = self.settings.poll_interval();
         let lease = chrono::Duration::seconds(self.settings.claim_lease_secs as i64);
 
         while !*self.stopping.borrow() {

@@ -9,7 +9,6 @@
 //! it runs out, and is tried again on a later pass.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use actix_web::web;
@@ -72,7 +71,7 @@ impl Actor for Reconciler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let interval = Duration::from_secs(self.service.settings().reconciler.interval_secs);
+        let interval = self.service.settings().reconciler.interval();
         ctx.run_interval(interval, |act, ctx| {
             // A slow pass (a large backlog, slow storage) is not overlapped by the next.
             if act.running {
