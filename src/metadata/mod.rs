@@ -3,8 +3,8 @@
 
 pub mod db;
 mod group_commit;
+mod outbox;
 mod reconcile;
-mod relay;
 mod rows;
 mod schema;
 
@@ -22,11 +22,11 @@ use crate::events::{file_event, EventContext, EventKind};
 use crate::telemetry::metrics;
 use db::{DbConnection, DbPool};
 pub use group_commit::GroupCommit;
+pub use outbox::{ClaimOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed};
 pub use reconcile::{ClaimOverdue, ExpireMany, PendingBacklog, PurgeFinished, RetentionDue};
-pub use relay::{ClaimOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed};
 pub use rows::OutboxEntry;
 use rows::{FileRow, NewOutboxRow};
-use schema::{files, outbox};
+use schema::files;
 
 /// Owns the database pool; run it in a `SyncArbiter` with one thread per connection.
 pub struct MetadataStore {
@@ -241,7 +241,7 @@ impl MetadataStore {
     ) -> Result<(), StoreError> {
         let event = file_event(kind, file, &self.events, at)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        diesel::insert_into(outbox::table)
+        diesel::insert_into(schema::outbox::table)
             .values(NewOutboxRow {
                 event_id: &event.id,
                 event_type: &event.event_type,
@@ -400,13 +400,13 @@ impl Handler<ListOutbox> for MetadataStore {
     type Result = Result<Vec<OutboxEntry>, StoreError>;
     fn handle(&mut self, msg: ListOutbox, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.conn()?;
-        let mut query = outbox::table
+        let mut query = schema::outbox::table
             .select(OutboxEntry::as_select())
-            .order(outbox::seq.asc())
+            .order(schema::outbox::seq.asc())
             .limit(msg.limit)
             .into_boxed();
         if !msg.include_published {
-            query = query.filter(outbox::published_at.is_null());
+            query = query.filter(schema::outbox::published_at.is_null());
         }
         Ok(query.load(&mut conn)?)
     }

@@ -1,41 +1,27 @@
-//! The RabbitMQ side of the relay (lapin): one connection and one confirm-mode
-//! channel; every event is published persistent and `mandatory`, and counts as
-//! delivered only once the broker confirms it.
+//! The RabbitMQ sink (lapin): one connection and one confirm-mode channel;
+//! every event is published persistent and `mandatory`, and counts as delivered
+//! only once the broker confirms it.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_rs::TokioRuntime;
+use async_trait::async_trait;
+use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use super::routing::routing_key;
+use super::sink::{Delivered, EventSink, PublishError, SinkError, SinkLink};
 use crate::configuration::AmqpSettings;
 use crate::metadata::OutboxEntry;
 
-/// Why a publish did not go through.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// The broker refused the message.
-    #[error("the broker nacked the message")]
-    Nacked,
-    /// No confirmation within the publish timeout.
-    #[error("no confirmation within {0:?}")]
-    Timeout(Duration),
-    /// The channel or connection failed.
-    #[error("{0}")]
-    Broker(#[from] lapin::Error),
-}
-
-/// What the broker did with a confirmed message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivered {
-    /// Routed to at least one queue.
-    Routed,
-    /// Confirmed but returned: no queue is bound for its routing key.
-    Unroutable,
+impl From<lapin::Error> for PublishError {
+    fn from(e: lapin::Error) -> Self {
+        Self::Broker(Box::new(e))
+    }
 }
 
 /// lapin's I/O runs on a runtime of its own, created once and kept for the life of
@@ -49,21 +35,45 @@ fn lapin_runtime() -> Result<TokioRuntime, lapin::Error> {
     Ok(RUNTIME.get_or_init(|| runtime).clone())
 }
 
+/// The broker `amqp.*` configures, reached at `url` (secret: never logged).
+pub struct AmqpSink {
+    settings: AmqpSettings,
+    url: String,
+    connection_name: String,
+}
+
+impl AmqpSink {
+    /// A sink that connects to `url` under the connection name `connection_name`.
+    pub fn new(settings: AmqpSettings, url: String, connection_name: String) -> Self {
+        Self {
+            settings,
+            url,
+            connection_name,
+        }
+    }
+}
+
+#[async_trait]
+impl EventSink for AmqpSink {
+    type Link = AmqpLink;
+
+    /// Connects, enables publisher confirms and (if configured) declares the exchange.
+    async fn connect(&self) -> Result<AmqpLink, SinkError> {
+        // lapin's errors name host and port, never the URL's password.
+        Ok(AmqpLink::open(&self.settings, &self.url, &self.connection_name).await?)
+    }
+}
+
 /// An open connection with a channel in confirm mode.
-pub struct BrokerLink {
+pub struct AmqpLink {
     connection: Connection,
     channel: Channel,
     exchange: String,
     publish_timeout: Duration,
 }
 
-impl BrokerLink {
-    /// Connects, enables publisher confirms and (if configured) declares the exchange.
-    pub async fn open(
-        settings: &AmqpSettings,
-        url: &str,
-        name: &str,
-    ) -> Result<Self, lapin::Error> {
+impl AmqpLink {
+    async fn open(settings: &AmqpSettings, url: &str, name: &str) -> Result<Self, lapin::Error> {
         let url = with_heartbeat(url, settings.heartbeat_secs);
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connection =
@@ -93,13 +103,8 @@ impl BrokerLink {
         })
     }
 
-    /// Whether the connection and channel are still usable.
-    pub fn is_open(&self) -> bool {
-        self.connection.status().connected() && self.channel.status().connected()
-    }
-
     /// Publishes one outbox entry and waits for the broker's confirmation.
-    pub async fn publish(&self, entry: &OutboxEntry) -> Result<Delivered, PublishError> {
+    async fn publish(&self, entry: &OutboxEntry) -> Result<Delivered, PublishError> {
         let event = entry
             .event_type
             .rsplit('.')
@@ -153,9 +158,22 @@ impl BrokerLink {
             Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
         }
     }
+}
 
-    /// Closes the connection politely.
-    pub async fn close(self) {
+#[async_trait]
+impl SinkLink for AmqpLink {
+    async fn publish_batch(&self, batch: &[OutboxEntry]) -> Vec<Result<Delivered, PublishError>> {
+        // join_all starts every publish, in order, before awaiting any confirm:
+        // the whole batch is on its way while the confirms come back.
+        join_all(batch.iter().map(|entry| self.publish(entry))).await
+    }
+
+    /// Whether the connection and channel are still usable.
+    fn is_open(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+
+    async fn close(self) {
         let _ = self.connection.close(200, "valet stopping".into()).await;
     }
 }

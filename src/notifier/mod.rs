@@ -1,10 +1,14 @@
-//! The `Notifier` actor: relays outbox events to RabbitMQ (see [`relay`]). With no
-//! broker configured, events stay in the outbox (`valet events list` shows them),
-//! which it says once at start. Either way it keeps the outbox metrics current.
+//! Relaying outbox events to the message broker. This folder holds the
+//! `Notifier` actor (here), the publishing loop (`relay`), the `EventSink` trait a
+//! destination implements (`sink`), its RabbitMQ implementation (`amqp`) and the
+//! routing keys (`routing`). With no broker configured, events stay in the outbox
+//! (`valet events list` shows them), which the actor says once at start. Either
+//! way it keeps the outbox metrics current.
 
 pub mod amqp;
 pub mod relay;
 pub mod routing;
+pub mod sink;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use crate::configuration::Settings;
 use crate::metadata::{MetadataStore, OutboxBacklog};
 use crate::telemetry::metrics;
+use amqp::AmqpSink;
 use relay::{BrokerHealth, Relay};
 
 /// How often the outbox gauges are refreshed even without new events.
@@ -75,15 +80,19 @@ impl Actor for Notifier {
             Some(url) => {
                 let (done, relay_done) = oneshot::channel();
                 self.relay_done = Some(relay_done);
-                let relay = Relay {
-                    store: self.store.clone(),
-                    settings: self.settings.amqp.clone(),
-                    url: url.clone(),
-                    connection_name: self.settings.amqp_connection_name(),
-                    wake: self.wake.clone(),
-                    stopping: self.stopping.subscribe(),
-                    health: self.health.clone(),
-                };
+                let sink = AmqpSink::new(
+                    self.settings.amqp.clone(),
+                    url.clone(),
+                    self.settings.amqp_connection_name(),
+                );
+                let relay = Relay::new(
+                    sink,
+                    self.store.clone(),
+                    self.settings.amqp.clone(),
+                    self.wake.clone(),
+                    self.stopping.subscribe(),
+                    self.health.clone(),
+                );
                 actix_web::rt::spawn(async move {
                     relay.run().await;
                     let _ = done.send(());

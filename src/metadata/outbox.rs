@@ -1,5 +1,6 @@
-//! What the outbox relay asks of the metadata: claim rows to publish (each file's
-//! events in order, one instance per row), mark them published or failed, prune.
+//! The outbox queries the relay ([`crate::notifier::relay`]) runs: claim rows to
+//! publish (each file's events in order, one instance per row), mark them
+//! published or failed, prune, measure the backlog.
 
 use actix::{Handler, Message};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
