@@ -30,7 +30,9 @@
 #   TIMEOUT (5s)       wrk's per-request timeout: slower answers count as failures
 #   SEED_FILES (200)   files created before the reads; SEED_UPLOADED (20) of them uploaded
 #   BUSY (0)           start that many `yes > /dev/null` for the whole run (a busy machine)
-#   PROFILE (0)        1: perf record valet during the first create run of each configuration
+#   PROFILE (0)        1: perf record valet during the first create run of each configuration;
+#                      dwarf: the same with DWARF call chains (whole stacks; a callers report too)
+#   PROFILE_SCENARIO (create)   the scenario profiled: create, get, download or list
 #   OVERLOAD_CONNECTIONS (512), OVERLOAD_MAX_IN_FLIGHT (32)   the overload run
 #   POSTGRES_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres), REDIS_URL (redis://127.0.0.1:6379)
 #   VALET_BINARY       benchmark this binary instead of building target/release/valet
@@ -68,6 +70,7 @@ seed_files=${SEED_FILES:-200}
 seed_uploaded=${SEED_UPLOADED:-20}
 busy=${BUSY:-0}
 profile=${PROFILE:-0}
+profile_scenario=${PROFILE_SCENARIO:-create}
 overload_connections=${OVERLOAD_CONNECTIONS:-512}
 overload_max_in_flight=${OVERLOAD_MAX_IN_FLIGHT:-32}
 admin_url=${POSTGRES_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -117,7 +120,11 @@ if [ "$mode" != overload ]; then
   ensure_tool pgbench postgresql-client
 fi
 if [[ " ${configs[*]} " == *" postgres "* ]]; then ensure_tool redis-cli redis-tools; fi
-if [ "$profile" = 1 ]; then ensure_tool perf linux-perf; fi
+case "$profile" in
+  0) ;;
+  1 | dwarf) ensure_tool perf linux-perf ;;
+  *) die "PROFILE must be 0, 1 or dwarf" ;;
+esac
 
 # The PostgreSQL the benchmark needs: at POSTGRES_ADMIN_URL, or (the default) on
 # 127.0.0.1:5432, started or installed (as root) when missing.
@@ -455,9 +462,26 @@ print_table() {
   } | tee -a "$results/table.txt"
 }
 
+# Runs the command after the first three arguments (config, round, scenario), under
+# perf when PROFILE asks for this scenario in the first round.
+profiled() {
+  local config=$1 rep=$2 scenario=$3
+  shift 3
+  if [ "$profile" = 0 ] || [ "$rep" != 1 ] || [ "$scenario" != "$profile_scenario" ]; then
+    "$@"
+    return
+  fi
+  start_profile "$config"
+  "$@"
+  finish_profile "$config"
+}
+
 # perf during one run: records valet for DURATION, then writes the reports.
 start_profile() {
-  perf record -g -p "$server" -o "$results/perf-$1.data" -- sleep "$duration_secs" \
+  local graph=(-g)
+  # Release builds keep no frame pointers: DWARF unwinding gives whole call chains.
+  if [ "$profile" = dwarf ]; then graph=(--call-graph dwarf,16384 -F 499); fi
+  perf record "${graph[@]}" -p "$server" -o "$results/perf-$1.data" -- sleep "$duration_secs" \
     >"$results/perf-$1.record.txt" 2>&1 &
   perf_pid=$!
 }
@@ -474,12 +498,20 @@ finish_profile() {
     2>/dev/null | grep -v '^$' | sed -E 's/[[:space:]]+$//' >"$results/perf-$config-symbols.txt" || true
   perf report -i "$data" --no-children -F overhead,comm -g none --stdio \
     2>/dev/null | grep -v '^$' | sed -E 's/[[:space:]]+$//' >"$results/perf-$config-threads.txt" || true
+  if [ "$profile" = dwarf ]; then
+    perf report -i "$data" --children -F overhead_children,overhead,sym -g none --percent-limit 1 --stdio \
+      2>/dev/null | grep -v '^$' | sed -E 's/[[:space:]]+$//' >"$results/perf-$config-callers.txt" || true
+  fi
   {
-    printf '\n== %s: where valet spends its CPU during create (perf; all of it in %s)\n' \
-      "$config" "${results#"$repo"/}/perf-$config-symbols.txt"
+    printf '\n== %s: where valet spends its CPU during %s (perf; all of it in %s)\n' \
+      "$config" "$profile_scenario" "${results#"$repo"/}/perf-$config-symbols.txt"
     grep -v '^#' "$results/perf-$config-symbols.txt" | head -n 25 | cut -c1-150
     printf -- '-- by thread name\n'
     grep -v '^#' "$results/perf-$config-threads.txt" | head -n 12
+    if [ "$profile" = dwarf ]; then
+      printf -- '-- including callees (valet'"'"'s own code and the crates it calls)\n'
+      grep -v '^#' "$results/perf-$config-callers.txt" | grep -vE '\[k\]|0x0000' | head -n 40 | cut -c1-150
+    fi
   } | tee -a "$results/profile.txt"
 }
 
@@ -517,12 +549,10 @@ benchmark() {
     say "$config: round $rep of $reps"
     run_wrk "$config" "$rep" healthz healthz.lua "$api/healthz" "$connections"
     run_pgbench "$config" "$rep" "$bench_url"
-    if [ "$profile" = 1 ] && [ "$rep" = 1 ]; then start_profile "$config"; fi
-    run_wrk "$config" "$rep" create create.lua "$api/v1/files" "$connections"
-    if [ "$profile" = 1 ] && [ "$rep" = 1 ]; then finish_profile "$config"; fi
-    run_wrk "$config" "$rep" get get.lua "$api/v1/files/" "$connections" LOAD_IDS="$dir/ids"
-    run_wrk "$config" "$rep" download download.lua "$api/v1/files/" "$connections" LOAD_IDS="$dir/uploaded"
-    run_wrk "$config" "$rep" list list.lua "$api/v1/files?limit=100" "$connections"
+    profiled "$config" "$rep" create run_wrk "$config" "$rep" create create.lua "$api/v1/files" "$connections"
+    profiled "$config" "$rep" get run_wrk "$config" "$rep" get get.lua "$api/v1/files/" "$connections" LOAD_IDS="$dir/ids"
+    profiled "$config" "$rep" download run_wrk "$config" "$rep" download download.lua "$api/v1/files/" "$connections" LOAD_IDS="$dir/uploaded"
+    profiled "$config" "$rep" list run_wrk "$config" "$rep" list list.lua "$api/v1/files?limit=100" "$connections"
   done
   stop_valet
   print_table "$config" "$(describe "$config")"

@@ -9,7 +9,7 @@ use actix::{Actor, Handler, Message, SyncContext};
 use biscuit_auth::error::Token as TokenError;
 use biscuit_auth::{AuthorizerBuilder, Biscuit};
 
-use super::permissions::{self, AuthError};
+use super::permissions::{self, AuthError, PlainToken};
 use super::TrustedKeys;
 use crate::domain::{DeviceId, Identity, Principal, ServiceName, TenantId};
 
@@ -43,13 +43,15 @@ pub struct Authenticate {
 /// A token whose signature was verified, and the identity in its authority block.
 ///
 /// Its checks (expiry, attenuation) are not settled here: they depend on the
-/// request, and are run once per request by [`Authenticated::authorize`].
+/// request, and are run once per request by [`Authenticator::authorize`](super::Authenticator::authorize).
 #[derive(Clone)]
 pub struct Authenticated {
     /// Who the caller is.
     pub identity: Identity,
     /// The verified token.
     pub token: Arc<Biscuit>,
+    /// Set when the token is exactly as minted: its checks reduce to its expiry.
+    pub plain: Option<PlainToken>,
 }
 
 fn invalid(detail: &str) -> AuthError {
@@ -107,8 +109,11 @@ pub fn verify(token: &str, keys: &TrustedKeys) -> Result<Authenticated, AuthErro
             ))
         }
     };
+    let identity = Identity { tenant, principal };
+    let plain = PlainToken::recognise(&token, &identity);
     Ok(Authenticated {
-        identity: Identity { tenant, principal },
+        identity,
         token: Arc::new(token),
+        plain,
     })
 }
