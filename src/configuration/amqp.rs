@@ -45,7 +45,7 @@ impl Default for AmqpSettings {
             connection_name: None,
             heartbeat_secs: 30,
             publish_timeout_secs: 10,
-            batch_size: 100,
+            batch_size: 500,
             poll_interval_secs: 5,
             claim_lease_secs: 60,
             max_backoff_secs: 30,
