@@ -335,25 +335,36 @@ impl Handler<ListFiles> for MetadataStore {
     type Result = Result<Vec<File>, StoreError>;
     fn handle(&mut self, msg: ListFiles, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.conn()?;
-        let mut query = files::table
-            .filter(files::tenant_id.eq(msg.tenant.as_str()))
-            .select(FileRow::as_select())
-            .order(files::id.desc())
-            .limit(msg.limit)
-            .into_boxed();
-        match &msg.root {
-            Some(Root::Device(d)) => query = query.filter(files::device_id.eq(d.as_str())),
-            Some(Root::Shared) => query = query.filter(files::device_id.is_null()),
-            None => {}
+        // Built once per backend and loaded through the concrete connection: rows
+        // then decode without the multi-backend indirection, which a page of a
+        // hundred rows otherwise pays on every column.
+        macro_rules! page_query {
+            () => {{
+                let mut query = files::table
+                    .filter(files::tenant_id.eq(msg.tenant.as_str()))
+                    .select(FileRow::as_select())
+                    .order(files::id.desc())
+                    .limit(msg.limit)
+                    .into_boxed();
+                match &msg.root {
+                    Some(Root::Device(d)) => query = query.filter(files::device_id.eq(d.as_str())),
+                    Some(Root::Shared) => query = query.filter(files::device_id.is_null()),
+                    None => {}
+                }
+                query = match msg.status {
+                    Some(status) => query.filter(files::status.eq(status.as_str())),
+                    None => query.filter(files::status.ne(FileStatus::Deleted.as_str())),
+                };
+                if let Some(before) = msg.before {
+                    query = query.filter(files::id.lt(before.to_string()));
+                }
+                query
+            }};
         }
-        query = match msg.status {
-            Some(status) => query.filter(files::status.eq(status.as_str())),
-            None => query.filter(files::status.ne(FileStatus::Deleted.as_str())),
+        let rows: Vec<FileRow> = match &mut *conn {
+            DbConnection::Postgresql(pg) => page_query!().load(pg)?,
+            DbConnection::Sqlite(sqlite) => page_query!().load(sqlite)?,
         };
-        if let Some(before) = msg.before {
-            query = query.filter(files::id.lt(before.to_string()));
-        }
-        let rows = query.load(&mut conn)?;
         rows.into_iter()
             .map(|r| r.into_file().map_err(StoreError::from))
             .collect()
