@@ -210,3 +210,41 @@ impl ResponseError for ApiError {
         response
     }
 }
+
+// How internal failures reach HTTP: every conversion lives here, so the mapping from
+// errors to statuses and codes is read in one place.
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        ApiError::unavailable(format!("internal worker unavailable: {e}"))
+    }
+}
+
+impl From<crate::metadata::StoreError> for ApiError {
+    fn from(e: crate::metadata::StoreError) -> Self {
+        use crate::metadata::StoreError;
+        match e {
+            StoreError::Unavailable(cause) => {
+                ApiError::unavailable(format!("database unavailable: {cause}"))
+            }
+            StoreError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<crate::storage::SignError> for ApiError {
+    fn from(e: crate::storage::SignError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Unauthenticated(d) => ApiError::new(ErrorCode::Unauthenticated, d),
+            AuthError::Forbidden(d) => ApiError::new(ErrorCode::Forbidden, d),
+            AuthError::Busy(d) => ApiError::unavailable(d),
+        }
+    }
+}

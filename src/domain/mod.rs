@@ -1,10 +1,12 @@
 //! The types valet's logic works with, parsed and validated at the edge.
 
 mod access;
+mod cursor;
 mod file;
 mod ids;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
+pub use cursor::Cursor;
 pub use file::{
     object_key, ContentType, File, FileMetadata, FileName, FileStatus, MAX_METADATA_BYTES,
 };

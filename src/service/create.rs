@@ -1,0 +1,148 @@
+//! Declaring a file: the caller's root, the record (group-committed) and its
+//! signed upload.
+
+use super::*;
+
+/// A request to create an upload, as received (validated by [`FileService::create`]).
+#[derive(Debug, Clone)]
+pub struct CreateUpload {
+    /// Display name.
+    pub name: String,
+    /// Exact length in bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Media type.
+    pub content_type: Option<String>,
+    /// Caller metadata.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Another device's root (services only).
+    pub device_id: Option<String>,
+    /// The tenant's shared root (services only).
+    pub shared: Option<bool>,
+}
+
+impl FileService {
+    /// Records a pending file and signs its upload.
+    pub async fn create(
+        &self,
+        who: &Authenticated,
+        request: CreateUpload,
+    ) -> Result<(File, SignedRequest), ApiError> {
+        let result = self.create_upload(who, request).await;
+        self.settle(who, result)
+    }
+
+    async fn create_upload(
+        &self,
+        who: &Authenticated,
+        request: CreateUpload,
+    ) -> Result<(File, SignedRequest), ApiError> {
+        let identity = &who.identity;
+        let root = target_root(identity, request.device_id.as_deref(), request.shared)?;
+        let name = FileName::parse(&request.name).map_err(ApiError::invalid)?;
+        if request.size == 0 {
+            return Err(ApiError::invalid("size must be at least 1 byte"));
+        }
+        let max = self.settings.uploads.max_upload_bytes;
+        if request.size > max {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("size {} exceeds the limit of {max} bytes", request.size),
+            ));
+        }
+        let sha256 =
+            Sha256::parse_hex(&request.sha256).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let content_type = match &request.content_type {
+            Some(ct) => ContentType::parse(ct).map_err(ApiError::invalid)?,
+            None => ContentType::default(),
+        };
+        let metadata =
+            FileMetadata::parse(request.metadata.unwrap_or_default()).map_err(ApiError::invalid)?;
+
+        let decision = identity.may(Operation::Write, &identity.tenant, &root);
+        self.authorize(
+            who,
+            Operation::Write,
+            &root.resource(&identity.tenant),
+            decision,
+            None,
+            || ApiError::new(ErrorCode::NotFound, "no such device root"),
+        )?;
+
+        let id = FileId::new();
+        let now = now_micros();
+        let ttl = Duration::seconds(self.settings.uploads.upload_url_ttl_secs as i64);
+        let backend = self
+            .settings
+            .backend_for_tenant(identity.tenant.as_str())
+            .to_owned();
+        let file = File {
+            id,
+            object_key: object_key(&identity.tenant, &root, &id),
+            tenant_id: identity.tenant.clone(),
+            device_id: root.device().cloned(),
+            name: name.as_str().to_owned(),
+            size: request.size,
+            sha256,
+            content_type: content_type.as_str().to_owned(),
+            status: FileStatus::Pending,
+            backend: backend.clone(),
+            metadata: metadata.into_inner(),
+            created_at: now,
+            uploaded_at: None,
+            upload_expires_at: now + ttl,
+        };
+        // Sign before recording, so a signing failure leaves no record behind.
+        let upload = self
+            .backends
+            .sign_upload(
+                &backend,
+                &UploadSpec {
+                    key: file.object_key.clone(),
+                    size: file.size,
+                    sha256: file.sha256,
+                    content_type: file.content_type.clone(),
+                    expires_at: file.upload_expires_at,
+                },
+            )
+            .map_err(ApiError::from)?;
+        let file = self.writes.insert(file).await.map_err(ApiError::from)?;
+        self.cache.put(&file).await;
+        metrics::record_file_operation("create", file.tenant_id.as_str(), device(&file));
+        Ok((file, upload))
+    }
+}
+
+/// The root an upload goes to: a device's own, or (services only) the one named.
+fn target_root(
+    identity: &Identity,
+    device_id: Option<&str>,
+    shared: Option<bool>,
+) -> Result<Root, ApiError> {
+    let shared = shared.unwrap_or(false);
+    if device_id.is_some() && shared {
+        return Err(ApiError::invalid(
+            "give either device_id or shared=true, not both",
+        ));
+    }
+    match &identity.principal {
+        Principal::Device(me) => match device_id {
+            None if !shared => Ok(Root::Device(me.clone())),
+            Some(d) if d == me.as_str() => Ok(Root::Device(me.clone())),
+            _ => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "device_id and shared are for service tokens only",
+            )),
+        },
+        Principal::Service(_) => match device_id {
+            Some(d) => Ok(Root::Device(
+                DeviceId::parse(d).map_err(|e| ApiError::invalid(e.to_string()))?,
+            )),
+            None if shared => Ok(Root::Shared),
+            None => Err(ApiError::invalid(
+                "a service token must name the target root: device_id or shared=true",
+            )),
+        },
+    }
+}

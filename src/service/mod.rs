@@ -1,0 +1,255 @@
+//! The file workflows, composed from the actors: one file per workflow —
+//! `create` (declare a file, sign its upload), `complete` (verify the stored object:
+//! `complete`, storage events, the reconciler), `query` (get, download, list),
+//! `remove` (delete, retention, expiry) — and `readiness`. HTTP handlers and every
+//! other entry point (CLI, storage events, reconciler) go through here, so every
+//! path applies the same checks and transitions.
+
+mod complete;
+mod create;
+mod query;
+mod readiness;
+mod remove;
+
+pub use complete::StorageEventOutcome;
+pub use create::CreateUpload;
+pub use query::{ListRequest, Page};
+pub use readiness::Check;
+
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::Addr;
+use chrono::Duration;
+use valet_backends::{DownloadSpec, SignedRequest, UploadSpec};
+
+use crate::auth::{Authenticated, Authenticator, Request};
+use crate::cache::FileCache;
+use crate::configuration::Settings;
+use crate::domain::{
+    object_key, ContentType, Decision, DeviceId, File, FileId, FileMetadata, FileName, FileStatus,
+    Identity, Operation, Principal, Root, Sha256,
+};
+use crate::metadata::{
+    now_micros, ExpireMany, GetFile, GroupCommit, ListFiles, MarkDeleted, MarkRejected,
+    MarkUploaded, MetadataStore, Ping, StoreError, Transition,
+};
+use crate::notifier::{BrokerStatus, Notifier, OutboxAppended};
+use crate::problem::{ApiError, ErrorCode};
+use crate::storage::Backends;
+use crate::storage_events::CreatedObject;
+use crate::telemetry::metrics;
+
+/// Largest page of a listing.
+pub const MAX_LIST_LIMIT: i64 = 1000;
+/// Page size when none is asked for.
+pub const DEFAULT_LIST_LIMIT: i64 = 100;
+
+/// Storage calls a background job keeps in flight at once (stat, delete).
+pub const STORAGE_CONCURRENCY: usize = 16;
+
+/// Handles to everything the workflows need; cheap to clone.
+#[derive(Clone)]
+pub struct FileService {
+    auth: Authenticator,
+    store: Addr<MetadataStore>,
+    writes: GroupCommit,
+    notifier: Addr<Notifier>,
+    cache: Arc<dyn FileCache>,
+    backends: Backends,
+    settings: Arc<Settings>,
+}
+
+impl FileService {
+    /// Wires the service to its actors.
+    pub fn new(
+        auth: Authenticator,
+        store: Addr<MetadataStore>,
+        writes: GroupCommit,
+        notifier: Addr<Notifier>,
+        cache: Arc<dyn FileCache>,
+        backends: Backends,
+        settings: Arc<Settings>,
+    ) -> Self {
+        Self {
+            auth,
+            store,
+            writes,
+            notifier,
+            cache,
+            backends,
+            settings,
+        }
+    }
+
+    /// The configured backends.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Whether tenant services must authenticate their connection with a client certificate.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.settings.server.tls_client_ca.is_some()
+    }
+
+    /// Verifies a bearer token (each distinct token's signature once).
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Authenticated, ApiError> {
+        let token = token.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "an Authorization: Bearer <token> header is required",
+            )
+        })?;
+        Ok(self.auth.authenticate(token).await?)
+    }
+
+    /// `error`, unless the caller's token has expired by now: then 401, whatever
+    /// else went wrong. A request's token checks (expiry included) run once, where
+    /// the request is authorized; answers decided before that point come here.
+    pub fn unless_expired(&self, who: &Authenticated, error: ApiError) -> ApiError {
+        if error.code() == ErrorCode::Unauthenticated {
+            return error;
+        }
+        self.auth.expired(who).map_or(error, ApiError::from)
+    }
+
+    /// `result`, with its error passed through [`Self::unless_expired`].
+    fn settle<T>(&self, who: &Authenticated, result: Result<T, ApiError>) -> Result<T, ApiError> {
+        result.map_err(|e| self.unless_expired(who, e))
+    }
+
+    /// Applies the role rules, then the token's own checks, to one operation.
+    fn authorize(
+        &self,
+        who: &Authenticated,
+        operation: Operation,
+        resource: &str,
+        decision: Decision,
+        file: Option<FileId>,
+        hidden: impl FnOnce() -> ApiError,
+    ) -> Result<(), ApiError> {
+        match decision {
+            Decision::Hidden => return Err(hidden()),
+            Decision::Forbidden => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "{} may not {} here",
+                        principal_kind(&who.identity),
+                        operation.as_str()
+                    ),
+                ))
+            }
+            Decision::Allow => {}
+        }
+        let request = Request {
+            operation,
+            resource,
+            file,
+        };
+        Ok(self.auth.authorize(who, &request)?)
+    }
+
+    /// A file from the cache, else from the database (then cached).
+    async fn load(&self, id: FileId) -> Result<Option<File>, ApiError> {
+        if let Some(file) = self.cache.get(&id).await {
+            return Ok(Some(file));
+        }
+        let file = self
+            .store
+            .send(GetFile(id))
+            .await
+            .map_err(ApiError::from)?
+            .map_err(ApiError::from)?;
+        if let Some(file) = &file {
+            // Only fills a missing entry: a concurrent status change written
+            // meanwhile must not be overwritten by this older read.
+            self.cache.fill(file).await;
+        }
+        Ok(file)
+    }
+
+    /// Runs a status change and writes its outcome through to the cache.
+    async fn transition<M>(&self, message: M) -> Result<Transition, ApiError>
+    where
+        M: actix::Message<Result = Result<Transition, StoreError>> + Send + 'static,
+        MetadataStore: actix::Handler<M>,
+    {
+        let transition = self
+            .store
+            .send(message)
+            .await
+            .map_err(ApiError::from)?
+            .map_err(ApiError::from)?;
+        if let Transition::Changed(file)
+        | Transition::Unchanged(file)
+        | Transition::Conflict(file) = &transition
+        {
+            self.cache.put(file).await;
+        }
+        Ok(transition)
+    }
+
+    /// Loads a file the caller may `operation`; others' files are "not found".
+    async fn visible_file(
+        &self,
+        who: &Authenticated,
+        id: FileId,
+        operation: Operation,
+    ) -> Result<File, ApiError> {
+        let file = self.load(id).await?.ok_or_else(ApiError::file_not_found)?;
+        let root = file.root();
+        let decision = who.identity.may(operation, &file.tenant_id, &root);
+        self.authorize(
+            who,
+            operation,
+            &root.resource(&file.tenant_id),
+            decision,
+            Some(file.id),
+            ApiError::file_not_found,
+        )?;
+        Ok(file)
+    }
+
+    async fn delete_object(&self, file: &File) {
+        let Ok(backend) = self.backend_of(file) else {
+            return;
+        };
+        if let Err(e) = backend.delete(&file.object_key).await {
+            // The record already says the object is gone; the orphan is harmless
+            // and is logged so an operator can remove it.
+            tracing::error!(file_id = %file.id, backend = %file.backend, error = %e, "could not delete object");
+        }
+    }
+
+    fn backend_of(&self, file: &File) -> Result<&Arc<dyn valet_backends::Backend>, ApiError> {
+        self.backends.get(&file.backend).ok_or_else(|| {
+            ApiError::internal(format!(
+                "file {} is stored in backend {:?}, which is no longer configured",
+                file.id, file.backend
+            ))
+        })
+    }
+
+    /// The metadata store (for background jobs).
+    pub fn store(&self) -> &Addr<MetadataStore> {
+        &self.store
+    }
+
+    /// The running configuration.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+fn device(file: &File) -> Option<&str> {
+    file.device_id.as_ref().map(|d| d.as_str())
+}
+
+fn principal_kind(identity: &Identity) -> &'static str {
+    match identity.principal {
+        Principal::Device(_) => "a device",
+        Principal::Service(_) => "a service",
+    }
+}

@@ -1,0 +1,149 @@
+//! Reading: one file, its signed download, and pages of files.
+
+use super::*;
+use crate::domain::Cursor;
+
+/// Filters for a listing, as received.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    /// Only this device's root.
+    pub device_id: Option<String>,
+    /// Only the shared root.
+    pub shared: Option<bool>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Page size.
+    pub limit: Option<i64>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of files.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Files, newest first.
+    pub files: Vec<File>,
+    /// Cursor for the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+impl FileService {
+    /// A file's metadata.
+    pub async fn get(&self, who: &Authenticated, id: FileId) -> Result<File, ApiError> {
+        let result = self.visible_file(who, id, Operation::Read).await;
+        self.settle(who, result)
+    }
+
+    /// Signs a download of an uploaded file.
+    pub async fn download(
+        &self,
+        who: &Authenticated,
+        id: FileId,
+    ) -> Result<SignedRequest, ApiError> {
+        let result = self.sign_download(who, id).await;
+        self.settle(who, result)
+    }
+
+    async fn sign_download(
+        &self,
+        who: &Authenticated,
+        id: FileId,
+    ) -> Result<SignedRequest, ApiError> {
+        let file = self.visible_file(who, id, Operation::Read).await?;
+        if file.status != FileStatus::Uploaded {
+            return Err(ApiError::new(
+                ErrorCode::NotUploaded,
+                format!("the file is {}, not uploaded", file.status),
+            ));
+        }
+        let ttl = Duration::seconds(self.settings.uploads.download_url_ttl_secs as i64);
+        let request = self
+            .backends
+            .sign_download(
+                &file.backend,
+                &DownloadSpec {
+                    key: file.object_key.clone(),
+                    file_name: file.name.clone(),
+                    content_type: file.content_type.clone(),
+                    expires_at: now_micros() + ttl,
+                },
+            )
+            .map_err(ApiError::from)?;
+        metrics::record_file_operation("download", file.tenant_id.as_str(), device(&file));
+        Ok(request)
+    }
+
+    /// One page of the files the caller may list.
+    pub async fn list(&self, who: &Authenticated, request: ListRequest) -> Result<Page, ApiError> {
+        let result = self.list_page(who, request).await;
+        self.settle(who, result)
+    }
+
+    async fn list_page(&self, who: &Authenticated, request: ListRequest) -> Result<Page, ApiError> {
+        let identity = &who.identity;
+        let limit = request.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}"
+            )));
+        }
+        let status = request
+            .status
+            .as_deref()
+            .map(|s| s.parse::<FileStatus>())
+            .transpose()
+            .map_err(ApiError::invalid)?;
+        let before =
+            match request.cursor.as_deref() {
+                None => None,
+                Some(text) => Some(Cursor::decode(text).map(|c| c.0).ok_or_else(|| {
+                    ApiError::invalid("cursor is not a cursor returned by this API")
+                })?),
+            };
+        let root = match (
+            request.device_id.as_deref(),
+            request.shared.unwrap_or(false),
+        ) {
+            (Some(_), true) => {
+                return Err(ApiError::invalid(
+                    "give either device_id or shared=true, not both",
+                ))
+            }
+            (Some(d), false) => Some(Root::Device(
+                DeviceId::parse(d).map_err(|e| ApiError::invalid(e.to_string()))?,
+            )),
+            (None, true) => Some(Root::Shared),
+            (None, false) => identity.own_root(),
+        };
+        let (resource, decision) = match &root {
+            Some(root) => (
+                root.resource(&identity.tenant),
+                identity.may(Operation::List, &identity.tenant, root),
+            ),
+            // Only services list a whole tenant (devices always have a root here).
+            None => (identity.tenant.to_string(), Decision::Allow),
+        };
+        self.authorize(who, Operation::List, &resource, decision, None, || {
+            ApiError::new(ErrorCode::NotFound, "no such device root")
+        })?;
+        let mut files = self
+            .store
+            .send(ListFiles {
+                tenant: identity.tenant.clone(),
+                root,
+                status,
+                before,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(ApiError::from)?
+            .map_err(ApiError::from)?;
+        let next_cursor = if files.len() as i64 > limit {
+            files.truncate(limit as usize);
+            files.last().map(|f| Cursor(f.id).encode())
+        } else {
+            None
+        };
+        Ok(Page { files, next_cursor })
+    }
+}
