@@ -248,3 +248,29 @@ impl From<crate::auth::AuthError> for ApiError {
         }
     }
 }
+
+/// `complete`'s answer: the file once uploaded, else the problem saying why not.
+pub fn completion_answer(
+    completion: crate::domain::Completion,
+) -> Result<crate::domain::File, ApiError> {
+    use crate::domain::Completion;
+    match completion {
+        Completion::Uploaded(file) => Ok(*file),
+        Completion::Missing => Err(ApiError::new(
+            ErrorCode::UploadMissing,
+            "no object has been uploaded for this file yet",
+        )),
+        Completion::SizeMismatch { stored, declared } => Err(ApiError::new(
+            ErrorCode::SizeMismatch,
+            format!("the stored object is {stored} bytes; {declared} were declared"),
+        )),
+        Completion::ChecksumMismatch => Err(ApiError::new(
+            ErrorCode::ChecksumMismatch,
+            "the stored object's SHA-256 differs from the declared one",
+        )),
+        Completion::Finished(status) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("the file is {status} and cannot be completed"),
+        )),
+    }
+}

@@ -123,17 +123,15 @@ impl Application {
             })
         };
         let notifier = Notifier::new(store.clone(), settings.clone()).start();
-        let cache = cache::from_settings(&settings.cache)?;
-        let notifier_addr = notifier.clone();
-        let service = FileService::new(
-            authenticator,
+        let service = FileService {
+            auth: authenticator,
             store,
             writes,
-            notifier,
-            cache,
+            notifier: notifier.clone(),
+            cache: cache::from_settings(&settings.cache)?,
             backends,
-            settings.clone(),
-        );
+            settings: settings.clone(),
+        };
 
         let json_limit = settings.server.json_limit_bytes;
         let service = web::Data::new(service);
@@ -187,7 +185,7 @@ impl Application {
             port,
             public_url,
             server: server.run(),
-            notifier: notifier_addr,
+            notifier,
             shutdown_timeout: settings.server.shutdown_timeout(),
         })
     }

@@ -1,11 +1,13 @@
 //! The types valet's logic works with, parsed and validated at the edge.
 
 mod access;
+mod completion;
 mod cursor;
 mod file;
 mod ids;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
+pub use completion::Completion;
 pub use cursor::Cursor;
 pub use file::{
     object_key, ContentType, File, FileMetadata, FileName, FileStatus, MAX_METADATA_BYTES,

@@ -15,11 +15,10 @@ use actix_web::web;
 use chrono::Utc;
 use futures_util::{stream, StreamExt};
 
-use crate::domain::{File, FileId, TenantId};
+use crate::domain::{Completion, File, FileId, TenantId};
 use crate::metadata::{
     ClaimOverdue, MetadataStore, PendingBacklog, PurgeFinished, RetentionDue, StoreError,
 };
-use crate::problem::ErrorCode;
 use crate::service::{FileService, STORAGE_CONCURRENCY};
 use crate::telemetry::metrics;
 
@@ -206,16 +205,16 @@ async fn settle_batch(service: &FileService, batch: Vec<File>) -> Vec<(File, Out
 /// object (the file is to expire).
 async fn settle_present(service: &FileService, file: &File) -> Option<Outcome> {
     match service.verify_and_complete(file.clone()).await {
-        Ok(_) => Some(Outcome::Completed),
-        Err(e) => match e.code() {
-            ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => Some(Outcome::Rejected),
-            ErrorCode::UploadMissing => None,
-            ErrorCode::Conflict => Some(Outcome::Skipped),
-            _ => {
-                tracing::warn!(file_id = %file.id, error = %e, "cannot reconcile a file now; retrying later");
-                Some(Outcome::Failed)
-            }
-        },
+        Ok(Completion::Uploaded(_)) => Some(Outcome::Completed),
+        Ok(Completion::SizeMismatch { .. } | Completion::ChecksumMismatch) => {
+            Some(Outcome::Rejected)
+        }
+        Ok(Completion::Missing) => None,
+        Ok(Completion::Finished(_)) => Some(Outcome::Skipped),
+        Err(e) => {
+            tracing::warn!(file_id = %file.id, error = %e, "cannot reconcile a file now; retrying later");
+            Some(Outcome::Failed)
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use http_api_problem::HttpApiProblem;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::metadata::Ping;
+use crate::notifier::BrokerStatus;
 use crate::service::FileService;
 use crate::telemetry::metrics;
 
@@ -43,7 +45,7 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "A dependency is down; `checks` names it", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(service: web::Data<FileService>) -> HttpResponse {
-    let checks = service.readiness().await;
+    let checks = readiness(&service).await;
     let failing: Vec<String> = checks
         .iter()
         .filter(|c| c.required && c.error.is_some())
@@ -66,6 +68,54 @@ pub async fn readyz(service: web::Data<FileService>) -> HttpResponse {
         .value("code", &"unavailable")
         .value("checks", &report)
         .to_actix_response()
+}
+
+/// State of one dependency, for `/readyz`.
+#[derive(Debug, Clone)]
+struct Check {
+    /// What was checked (`database`, `cache`, `storage:<name>`).
+    name: String,
+    /// `None` when healthy, else why not.
+    error: Option<String>,
+    /// Whether valet cannot serve without it (the cache is optional: the
+    /// database answers when it is down).
+    required: bool,
+}
+
+/// Checks the database, the broker, the cache and every storage backend.
+async fn readiness(service: &FileService) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let database = match service.store.send(Ping).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    checks.push(Check {
+        name: "database".into(),
+        error: database,
+        required: true,
+    });
+    // Events wait in the outbox while the broker is away: reported, not required.
+    if let Ok(Some(broker)) = service.notifier.send(BrokerStatus).await {
+        checks.push(Check {
+            name: "broker".into(),
+            error: broker.err(),
+            required: false,
+        });
+    }
+    checks.push(Check {
+        name: format!("cache:{}", service.cache.kind()),
+        error: service.cache.ping().await.err(),
+        required: false,
+    });
+    for (name, backend) in service.backends.iter() {
+        checks.push(Check {
+            name: format!("storage:{name}"),
+            error: backend.probe().await.err().map(|e| e.to_string()),
+            required: true,
+        });
+    }
+    checks
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -2,6 +2,7 @@
 //! `complete`, by storage events and by the reconciler alike.
 
 use super::*;
+use crate::domain::Completion;
 
 /// What a storage event did to the file it reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,74 +51,59 @@ impl FileService {
     /// Verifies the stored object and marks the file uploaded (idempotent).
     pub async fn complete(&self, who: &Authenticated, id: FileId) -> Result<File, ApiError> {
         let result = match self.visible_file(who, id, Operation::Write).await {
-            Ok(file) => self.verify_and_complete(file).await,
+            Ok(file) => self
+                .verify_and_complete(file)
+                .await
+                .and_then(crate::problem::completion_answer),
             Err(e) => Err(e),
         };
         self.settle(who, result)
     }
 
     /// The one completion path: stat the object, compare size and SHA-256, then
-    /// `uploaded` (with its event) or `rejected` (object deleted).
-    pub async fn verify_and_complete(&self, file: File) -> Result<File, ApiError> {
+    /// `uploaded` (with its event) or `rejected` (object deleted). An error means
+    /// the check could not be made (storage or database unavailable).
+    pub async fn verify_and_complete(&self, file: File) -> Result<Completion, ApiError> {
         match file.status {
-            FileStatus::Uploaded => return Ok(file),
+            FileStatus::Uploaded => return Ok(Completion::Uploaded(Box::new(file))),
             FileStatus::Pending => {}
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    format!("the file is {other} and cannot be completed"),
-                ))
-            }
+            other => return Ok(Completion::Finished(other)),
         }
         let backend = self.backend_of(&file)?;
-        let stat = backend
-            .stat(&file.object_key)
-            .await
-            .map_err(|e| ApiError::unavailable(format!("storage backend {}: {e}", file.backend)))?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UploadMissing,
-                    "no object has been uploaded for this file yet",
-                )
-            })?;
+        let unavailable = |e: valet_backends::BackendError| {
+            ApiError::unavailable(format!("storage backend {}: {e}", file.backend))
+        };
+        let Some(stat) = backend.stat(&file.object_key).await.map_err(unavailable)? else {
+            return Ok(Completion::Missing);
+        };
         let mismatch = if stat.size != file.size {
-            Some(ApiError::new(
-                ErrorCode::SizeMismatch,
-                format!(
-                    "the stored object is {} bytes; {} were declared",
-                    stat.size, file.size
-                ),
-            ))
+            Some(Completion::SizeMismatch {
+                stored: stat.size,
+                declared: file.size,
+            })
         } else {
             let stored = match stat.sha256 {
                 Some(digest) => digest,
-                None => backend.sha256(&file.object_key).await.map_err(|e| {
-                    ApiError::unavailable(format!("storage backend {}: {e}", file.backend))
-                })?,
+                None => backend
+                    .sha256(&file.object_key)
+                    .await
+                    .map_err(unavailable)?,
             };
-            (stored != file.sha256).then(|| {
-                ApiError::new(
-                    ErrorCode::ChecksumMismatch,
-                    "the stored object's SHA-256 differs from the declared one",
-                )
-            })
+            (stored != file.sha256).then_some(Completion::ChecksumMismatch)
         };
         if let Some(mismatch) = mismatch {
             self.reject(&file).await?;
-            return Err(mismatch);
+            return Ok(mismatch);
         }
         match self.transition(MarkUploaded(file.id)).await? {
             Transition::Changed(file) => {
                 self.notifier.do_send(OutboxAppended);
                 metrics::record_file_operation("complete", file.tenant_id.as_str(), device(&file));
                 tracing::info!(file_id = %file.id, tenant = %file.tenant_id, "file uploaded");
-                Ok(file)
+                Ok(Completion::Uploaded(Box::new(file)))
             }
-            Transition::Unchanged(file) => Ok(file),
-            Transition::Conflict(file) => Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("the file is {} and cannot be completed", file.status),
-            )),
+            Transition::Unchanged(file) => Ok(Completion::Uploaded(Box::new(file))),
+            Transition::Conflict(file) => Ok(Completion::Finished(file.status)),
             Transition::NotFound => Err(ApiError::file_not_found()),
         }
     }
@@ -155,17 +141,14 @@ impl FileService {
             _ => return Ok(StorageEventOutcome::Finished(file.id)),
         }
         let id = file.id;
-        match self.verify_and_complete(file).await {
-            Ok(_) => Ok(StorageEventOutcome::Completed(id)),
-            Err(e) => match e.code() {
-                ErrorCode::UploadMissing => Ok(StorageEventOutcome::NotYetVisible(id)),
-                ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => {
-                    Ok(StorageEventOutcome::Rejected(id))
-                }
-                ErrorCode::Conflict => Ok(StorageEventOutcome::Finished(id)),
-                _ => Err(e),
-            },
-        }
+        Ok(match self.verify_and_complete(file).await? {
+            Completion::Uploaded(_) => StorageEventOutcome::Completed(id),
+            Completion::Missing => StorageEventOutcome::NotYetVisible(id),
+            Completion::SizeMismatch { .. } | Completion::ChecksumMismatch => {
+                StorageEventOutcome::Rejected(id)
+            }
+            Completion::Finished(_) => StorageEventOutcome::Finished(id),
+        })
     }
 
     async fn reject(&self, file: &File) -> Result<(), ApiError> {

@@ -1,20 +1,18 @@
 //! The file workflows, composed from the actors: one file per workflow —
 //! `create` (declare a file, sign its upload), `complete` (verify the stored object:
 //! `complete`, storage events, the reconciler), `query` (get, download, list),
-//! `remove` (delete, retention, expiry) — and `readiness`. HTTP handlers and every
+//! `remove` (delete, retention, expiry). HTTP handlers and every
 //! other entry point (CLI, storage events, reconciler) go through here, so every
 //! path applies the same checks and transitions.
 
 mod complete;
 mod create;
 mod query;
-mod readiness;
 mod remove;
 
 pub use complete::StorageEventOutcome;
 pub use create::CreateUpload;
 pub use query::{ListRequest, Page};
-pub use readiness::Check;
 
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -33,9 +31,9 @@ use crate::domain::{
 };
 use crate::metadata::{
     now_micros, ExpireMany, GetFile, GroupCommit, ListFiles, MarkDeleted, MarkRejected,
-    MarkUploaded, MetadataStore, Ping, StoreError, Transition,
+    MarkUploaded, MetadataStore, StoreError, Transition,
 };
-use crate::notifier::{BrokerStatus, Notifier, OutboxAppended};
+use crate::notifier::{Notifier, OutboxAppended};
 use crate::problem::{ApiError, ErrorCode};
 use crate::storage::Backends;
 use crate::storage_events::CreatedObject;
@@ -49,40 +47,27 @@ pub const DEFAULT_LIST_LIMIT: i64 = 100;
 /// Storage calls a background job keeps in flight at once (stat, delete).
 pub const STORAGE_CONCURRENCY: usize = 16;
 
-/// Handles to everything the workflows need; cheap to clone.
+/// Handles to everything the workflows need; cheap to clone. Built once, by
+/// `startup`, from the actors and backends it starts.
 #[derive(Clone)]
 pub struct FileService {
-    auth: Authenticator,
-    store: Addr<MetadataStore>,
-    writes: GroupCommit,
-    notifier: Addr<Notifier>,
-    cache: Arc<dyn FileCache>,
-    backends: Backends,
-    settings: Arc<Settings>,
+    /// Token verification and per-request checks.
+    pub(crate) auth: Authenticator,
+    /// File records and the outbox.
+    pub(crate) store: Addr<MetadataStore>,
+    /// New file records, group-committed.
+    pub(crate) writes: GroupCommit,
+    /// Told when the outbox grew.
+    pub(crate) notifier: Addr<Notifier>,
+    /// Write-through cache of file records.
+    pub(crate) cache: Arc<dyn FileCache>,
+    /// The storage backends by name.
+    pub(crate) backends: Backends,
+    /// The running configuration.
+    pub(crate) settings: Arc<Settings>,
 }
 
 impl FileService {
-    /// Wires the service to its actors.
-    pub fn new(
-        auth: Authenticator,
-        store: Addr<MetadataStore>,
-        writes: GroupCommit,
-        notifier: Addr<Notifier>,
-        cache: Arc<dyn FileCache>,
-        backends: Backends,
-        settings: Arc<Settings>,
-    ) -> Self {
-        Self {
-            auth,
-            store,
-            writes,
-            notifier,
-            cache,
-            backends,
-            settings,
-        }
-    }
-
     /// The configured backends.
     pub fn backends(&self) -> &Backends {
         &self.backends
