@@ -21,7 +21,7 @@ use super::{files, health, objects, storage_events};
     ),
     components(schemas(
         crate::domain::File, crate::domain::FileStatus,
-        files::CreateFileBody, files::CreatedUpload, files::SignedRequestBody, files::FileList,
+        crate::service::CreateUpload, files::CreatedUpload, files::SignedRequestBody, files::FileList,
         health::Health, crate::problem::Problem, crate::problem::ErrorCode,
         storage_events::EventsProcessed, storage_events::EventResult,
         storage_events::ValidationResponse,

@@ -29,26 +29,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/v1/files/{id}/download").route(web::get().to(download_file)));
 }
 
-/// Body of `POST /v1/files`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateFileBody {
-    /// 1–1024 bytes of UTF-8 without control characters (metadata only).
-    pub name: String,
-    /// Exact length in bytes, 1 to `uploads.max_upload_bytes`.
-    pub size: u64,
-    /// SHA-256 of the content, 64 hex characters.
-    pub sha256: String,
-    /// Media type (default `application/octet-stream`).
-    pub content_type: Option<String>,
-    /// String metadata, at most 8 KiB in all.
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// Upload into this device's root (service tokens only).
-    pub device_id: Option<String>,
-    /// Upload into the tenant's shared root (service tokens only).
-    pub shared: Option<bool>,
-}
-
 /// A request to send to storage exactly as given.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignedRequestBody {
@@ -92,22 +72,6 @@ pub struct FileList {
     pub next_cursor: Option<String>,
 }
 
-/// Filters of `GET /v1/files`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Only this device's root (a device may name only itself).
-    pub device_id: Option<String>,
-    /// Only the tenant's shared root.
-    pub shared: Option<bool>,
-    /// Only files with this status (default: all but deleted).
-    pub status: Option<String>,
-    /// Page size, 1–1000 (default 100).
-    pub limit: Option<i64>,
-    /// Cursor from the previous page.
-    pub cursor: Option<String>,
-}
-
 /// Options of `GET /v1/files/{id}/download`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -124,7 +88,7 @@ fn file_id(raw: &str) -> Result<FileId, ApiError> {
 /// Create an upload: records a pending file and returns the signed PUT.
 #[utoipa::path(
     post, path = "/v1/files", tag = "files",
-    request_body = CreateFileBody,
+    request_body = CreateUpload,
     responses(
         (status = 201, description = "Upload created", body = CreatedUpload),
         (status = 400, description = "invalid_request", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -138,25 +102,11 @@ fn file_id(raw: &str) -> Result<FileId, ApiError> {
 )]
 pub async fn create_file(
     req: HttpRequest,
-    body: web::Json<CreateFileBody>,
+    body: web::Json<CreateUpload>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller(&req, &service).await?;
-    let body = body.into_inner();
-    let (file, upload) = service
-        .create(
-            &who,
-            CreateUpload {
-                name: body.name,
-                size: body.size,
-                sha256: body.sha256,
-                content_type: body.content_type,
-                metadata: body.metadata,
-                device_id: body.device_id,
-                shared: body.shared,
-            },
-        )
-        .await?;
+    let (file, upload) = service.create(&who, body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/files/{}", file.id)))
         .json(CreatedUpload {
@@ -245,7 +195,7 @@ pub async fn download_file(
 /// List files, newest first, with keyset pagination.
 #[utoipa::path(
     get, path = "/v1/files", tag = "files",
-    params(ListParams),
+    params(ListRequest),
     responses(
         (status = 200, description = "One page of files", body = FileList),
         (status = 400, description = "invalid_request", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -256,23 +206,11 @@ pub async fn download_file(
 )]
 pub async fn list_files(
     req: HttpRequest,
-    params: web::Query<ListParams>,
+    params: web::Query<ListRequest>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller(&req, &service).await?;
-    let params = params.into_inner();
-    let page = service
-        .list(
-            &who,
-            ListRequest {
-                device_id: params.device_id,
-                shared: params.shared,
-                status: params.status,
-                limit: params.limit,
-                cursor: params.cursor,
-            },
-        )
-        .await?;
+    let page = service.list(&who, params.into_inner()).await?;
     Ok(HttpResponse::Ok().json(FileList {
         files: page.files,
         next_cursor: page.next_cursor,

@@ -3,22 +3,24 @@
 
 use super::*;
 
-/// A request to create an upload, as received (validated by [`FileService::create`]).
-#[derive(Debug, Clone)]
+/// Body of `POST /v1/files`, as received (validated by [`FileService::create`]).
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateFileBody)]
 pub struct CreateUpload {
-    /// Display name.
+    /// 1–1024 bytes of UTF-8 without control characters (metadata only).
     pub name: String,
-    /// Exact length in bytes.
+    /// Exact length in bytes, 1 to `uploads.max_upload_bytes`.
     pub size: u64,
-    /// SHA-256, hex.
+    /// SHA-256 of the content, 64 hex characters.
     pub sha256: String,
-    /// Media type.
+    /// Media type (default `application/octet-stream`).
     pub content_type: Option<String>,
-    /// Caller metadata.
+    /// String metadata, at most 8 KiB in all.
     pub metadata: Option<BTreeMap<String, String>>,
-    /// Another device's root (services only).
+    /// Upload into this device's root (service tokens only).
     pub device_id: Option<String>,
-    /// The tenant's shared root (services only).
+    /// Upload into the tenant's shared root (service tokens only).
     pub shared: Option<bool>,
 }
 

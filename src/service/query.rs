@@ -3,16 +3,18 @@
 use super::*;
 use crate::domain::Cursor;
 
-/// Filters for a listing, as received.
-#[derive(Debug, Clone, Default)]
+/// Filters of `GET /v1/files`, parsed from the query string.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListRequest {
-    /// Only this device's root.
-    pub device_id: Option<String>,
-    /// Only the shared root.
+    /// Only this device's root (a device may name only itself).
+    #[param(value_type = Option<String>)]
+    pub device_id: Option<DeviceId>,
+    /// Only the tenant's shared root.
     pub shared: Option<bool>,
-    /// Only this status.
-    pub status: Option<String>,
-    /// Page size.
+    /// Only files with this status (default: all but deleted).
+    pub status: Option<FileStatus>,
+    /// Page size, 1–1000 (default 100).
     pub limit: Option<i64>,
     /// Cursor from the previous page.
     pub cursor: Option<String>,
@@ -87,12 +89,6 @@ impl FileService {
                 "limit must be between 1 and {MAX_LIST_LIMIT}"
             )));
         }
-        let status = request
-            .status
-            .as_deref()
-            .map(|s| s.parse::<FileStatus>())
-            .transpose()
-            .map_err(ApiError::invalid)?;
         let before =
             match request.cursor.as_deref() {
                 None => None,
@@ -100,18 +96,13 @@ impl FileService {
                     ApiError::invalid("cursor is not a cursor returned by this API")
                 })?),
             };
-        let root = match (
-            request.device_id.as_deref(),
-            request.shared.unwrap_or(false),
-        ) {
+        let root = match (request.device_id, request.shared.unwrap_or(false)) {
             (Some(_), true) => {
                 return Err(ApiError::invalid(
                     "give either device_id or shared=true, not both",
                 ))
             }
-            (Some(d), false) => Some(Root::Device(
-                DeviceId::parse(d).map_err(|e| ApiError::invalid(e.to_string()))?,
-            )),
+            (Some(device), false) => Some(Root::Device(device)),
             (None, true) => Some(Root::Shared),
             (None, false) => identity.own_root(),
         };
@@ -131,7 +122,7 @@ impl FileService {
             .send(ListFiles {
                 tenant: identity.tenant.clone(),
                 root,
-                status,
+                status: request.status,
                 before,
                 limit: limit + 1,
             })
