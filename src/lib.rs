@@ -14,6 +14,7 @@ pub mod edge;
 pub mod events;
 pub mod metadata;
 pub mod notifier;
+pub mod private_file;
 pub mod problem;
 pub mod reconciler;
 pub mod routes;

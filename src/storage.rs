@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+
+use crate::private_file::create_private_file;
 use valet_backends::azblob::{AzblobBackend, AzblobConfig};
 use valet_backends::local::LocalBackend;
 use valet_backends::s3::{S3Backend, S3Config};
@@ -163,23 +165,7 @@ fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
         return hex::decode(text.trim())
             .with_context(|| format!("{} is not a hex secret", path.display()));
     }
-    use std::io::Write;
-    let mut secret = Vec::with_capacity(32);
-    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(hex::encode(&secret).as_bytes())?;
-    Ok(secret)
+    let secret: [u8; 32] = rand::random();
+    create_private_file(path, hex::encode(secret).as_bytes())?;
+    Ok(secret.to_vec())
 }

@@ -34,11 +34,6 @@ impl Sha256 {
         Self(sha2::Sha256::digest(data).into())
     }
 
-    /// Raw bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
     /// Lowercase hex form.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

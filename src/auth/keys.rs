@@ -5,6 +5,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, Context};
+
+use crate::private_file::create_private_file;
 use biscuit_auth::{error, KeyPair, PrivateKey, PublicKey, RootKeyProvider};
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +31,7 @@ struct KeyFile {
 impl RootKey {
     /// A fresh Ed25519 key pair; a random id unless one is given.
     pub fn generate(id: Option<u32>) -> Self {
-        let id = id.unwrap_or_else(|| {
-            let bytes = uuid::Uuid::new_v4().into_bytes();
-            u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-        });
+        let id = id.unwrap_or_else(rand::random);
         Self {
             id,
             keypair: KeyPair::new(),
@@ -60,28 +59,14 @@ impl RootKey {
 
     /// Writes the key pair to a new file only its owner can read.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        use std::io::Write;
         let file = KeyFile {
             id: self.id,
             private_key: self.keypair.private().to_prefixed_string(),
             public_key: self.public_key(),
         };
         let text = toml::to_string(&file)?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut out = options
-            .open(path)
-            .with_context(|| format!("cannot create key file {}", path.display()))?;
-        out.write_all(text.as_bytes())?;
-        Ok(())
+        create_private_file(path, text.as_bytes())
+            .with_context(|| format!("cannot create key file {}", path.display()))
     }
 
     /// Loads the key at `path`, generating it first if it does not exist.

@@ -84,11 +84,6 @@ impl FileId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
-
-    /// The UUID.
-    pub fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
 }
 
 impl Default for FileId {

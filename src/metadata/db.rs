@@ -60,11 +60,6 @@ impl ConnectionManager {
             statement_timeout_ms,
         })
     }
-
-    /// Whether this is the SQLite backend.
-    pub fn is_sqlite(&self) -> bool {
-        matches!(self.target, Target::Sqlite(_))
-    }
 }
 
 impl r2d2::ManageConnection for ConnectionManager {

@@ -79,7 +79,7 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         let capped = exp.min(self.max);
         // "Equal jitter": half fixed, half random, so instances spread out.
-        let random = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        let random = rand::random_range(0..1000u32);
         capped / 2 + (capped / 2) * random / 1000
     }
 }

@@ -81,7 +81,7 @@ impl AzblobBackend {
         Ok(Self {
             config,
             public_endpoint,
-            key: SasKey::Account(key),
+            key: SasKey(key),
             operator,
         })
     }

@@ -9,13 +9,9 @@ use hmac::{Hmac, Mac};
 /// The signed storage service version.
 pub const VERSION: &str = "2022-11-02";
 
-/// What signs a SAS. Account keys make service SAS; a user delegation key (from
-/// Microsoft Entra ID) would make a user delegation SAS, with its own fields.
+/// The storage account key (decoded from base64) that signs a service SAS.
 #[derive(Clone)]
-pub enum SasKey {
-    /// The storage account key (decoded from base64).
-    Account(Vec<u8>),
-}
+pub struct SasKey(pub Vec<u8>);
 
 impl std::fmt::Debug for SasKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,15 +72,12 @@ impl BlobSas<'_> {
 
     /// The SAS query parameters, signature included.
     pub fn query(&self, key: &SasKey) -> Vec<(&'static str, String)> {
-        let signature = match key {
-            SasKey::Account(secret) => {
-                // HMAC accepts keys of any length: this cannot fail.
-                let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret)
-                    .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-                mac.update(self.string_to_sign().as_bytes());
-                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-            }
-        };
+        // HMAC accepts keys of any length: this cannot fail.
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(self.string_to_sign().as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         let mut query = vec![
             ("sv", VERSION.to_owned()),
             ("sr", "b".to_owned()),
@@ -145,7 +138,7 @@ mod tests {
             content_disposition: None,
             content_type: None,
         };
-        let key = SasKey::Account(b"secret".to_vec());
+        let key = SasKey(b"secret".to_vec());
         let query = sas.query(&key);
         let sig = &query.iter().find(|(k, _)| *k == "sig").expect("sig").1;
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"secret").expect("key");

@@ -73,13 +73,6 @@ pub struct UploadGrant {
     sha256: Sha256,
 }
 
-impl UploadGrant {
-    /// The signed length.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-}
-
 /// A verified permission to read one object.
 #[derive(Debug, Clone)]
 pub struct DownloadGrant {
