@@ -141,12 +141,7 @@ impl FileService {
         if let Some(file) = self.cache.get(&id).await {
             return Ok(Some(file));
         }
-        let file = self
-            .store
-            .send(GetFile(id))
-            .await
-            .map_err(ApiError::from)?
-            .map_err(ApiError::from)?;
+        let file = self.ask(GetFile(id)).await?;
         if let Some(file) = &file {
             // Only fills a missing entry: a concurrent status change written
             // meanwhile must not be overwritten by this older read.
@@ -155,18 +150,24 @@ impl FileService {
         Ok(file)
     }
 
+    /// Asks the metadata store; a lost worker or a database failure becomes its
+    /// problem answer.
+    async fn ask<M, R>(&self, message: M) -> Result<R, ApiError>
+    where
+        M: actix::Message<Result = Result<R, StoreError>> + Send + 'static,
+        R: Send + 'static,
+        MetadataStore: actix::Handler<M>,
+    {
+        Ok(self.store.send(message).await??)
+    }
+
     /// Runs a status change and writes its outcome through to the cache.
     async fn transition<M>(&self, message: M) -> Result<Transition, ApiError>
     where
         M: actix::Message<Result = Result<Transition, StoreError>> + Send + 'static,
         MetadataStore: actix::Handler<M>,
     {
-        let transition = self
-            .store
-            .send(message)
-            .await
-            .map_err(ApiError::from)?
-            .map_err(ApiError::from)?;
+        let transition = self.ask(message).await?;
         if let Transition::Changed(file)
         | Transition::Unchanged(file)
         | Transition::Conflict(file) = &transition

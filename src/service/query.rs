@@ -118,17 +118,14 @@ impl FileService {
             ApiError::new(ErrorCode::NotFound, "no such device root")
         })?;
         let mut files = self
-            .store
-            .send(ListFiles {
+            .ask(ListFiles {
                 tenant: identity.tenant.clone(),
                 root,
                 status: request.status,
                 before,
                 limit: limit + 1,
             })
-            .await
-            .map_err(ApiError::from)?
-            .map_err(ApiError::from)?;
+            .await?;
         let next_cursor = if files.len() as i64 > limit {
             files.truncate(limit as usize);
             files.last().map(|f| Cursor(f.id).encode())

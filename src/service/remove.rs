@@ -39,12 +39,7 @@ impl FileService {
     /// one transaction, one outbox row per file; returns the files that changed.
     pub async fn expire_many(&self, files: Vec<File>) -> Result<Vec<File>, ApiError> {
         let ids = files.iter().map(|f| f.id).collect();
-        let expired = self
-            .store
-            .send(ExpireMany(ids))
-            .await
-            .map_err(ApiError::from)?
-            .map_err(ApiError::from)?;
+        let expired = self.ask(ExpireMany(ids)).await?;
         if expired.is_empty() {
             return Ok(expired);
         }
