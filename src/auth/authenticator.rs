@@ -62,11 +62,11 @@ impl Authenticator {
 
     /// Runs the token's checks against one request (one authorizer run).
     pub fn authorize(&self, who: &Authenticated, request: &Request<'_>) -> Result<(), AuthError> {
-        permissions::authorize_token(&who.token, who.plain, request)
+        permissions::authorize(&who.token, who.plain, request)
     }
 
     /// `Some(401)` when the token has expired by now.
     pub fn expired(&self, who: &Authenticated) -> Option<AuthError> {
-        permissions::expired_token_now(&who.token, who.plain)
+        permissions::expired(&who.token, who.plain)
     }
 }

@@ -115,27 +115,14 @@ fn expired_token() -> AuthError {
 
 /// Runs `token`'s checks, at the current time, against `request`; a plain token's
 /// verdict is its expiry.
-pub fn authorize_token(
+pub fn authorize(
     token: &Biscuit,
     plain: Option<PlainToken>,
     request: &Request<'_>,
 ) -> Result<(), AuthError> {
-    match plain {
-        Some(plain) => plain.check(),
-        None => authorize(token, request),
+    if let Some(plain) = plain {
+        return plain.check();
     }
-}
-
-/// Whether the token has expired now; a plain token's answer is its expiry.
-pub fn expired_token_now(token: &Biscuit, plain: Option<PlainToken>) -> Option<AuthError> {
-    match plain {
-        Some(plain) => plain.check().err(),
-        None => expired(token),
-    }
-}
-
-/// Runs `token`'s checks, at the current time, against `request`.
-pub fn authorize(token: &Biscuit, request: &Request<'_>) -> Result<(), AuthError> {
     let mut builder = AuthorizerBuilder::new()
         .time()
         .set_limits(limits())
@@ -153,7 +140,10 @@ pub fn authorize(token: &Biscuit, request: &Request<'_>) -> Result<(), AuthError
 /// Whether `token` has expired now (or an attenuation of it has): its time checks
 /// fail at the current time. For answers that do not reach [`authorize`] (an
 /// unknown file, a refused root), so an expired token is a 401 on every path.
-pub fn expired(token: &Biscuit) -> Option<AuthError> {
+pub fn expired(token: &Biscuit, plain: Option<PlainToken>) -> Option<AuthError> {
+    if let Some(plain) = plain {
+        return plain.check().err();
+    }
     match run(token, AuthorizerBuilder::new().time().set_limits(limits())) {
         Err(e @ (AuthError::Unauthenticated(_) | AuthError::Busy(_))) => Some(e),
         _ => None,
