@@ -232,9 +232,18 @@ impl From<crate::metadata::StoreError> for ApiError {
     }
 }
 
-impl From<crate::storage::SignError> for ApiError {
-    fn from(e: crate::storage::SignError) -> Self {
-        ApiError::internal(e)
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError;
+        match e {
+            // A record naming a backend that was removed from the configuration.
+            e @ StorageError::UnknownBackend(_) => ApiError::internal(e),
+            e @ StorageError::Backend {
+                error: valet_backends::BackendError::Config(_),
+                ..
+            } => ApiError::internal(e),
+            e @ StorageError::Backend { .. } => ApiError::unavailable(e),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::notifier::{Notifier, StopRelay};
 use crate::reconciler::Reconciler;
 use crate::routes;
 use crate::service::FileService;
-use crate::storage::Backends;
+use crate::storage::Storage;
 use crate::telemetry;
 
 /// A built, not yet running, valet.
@@ -81,8 +81,8 @@ impl Application {
             }
         };
 
-        let backends = Backends::from_settings(&settings, &public_url)?;
-        backends.probe_all().await?;
+        let storage = Storage::from_settings(&settings, &public_url)?;
+        storage.probe_all().await?;
 
         let settings = Arc::new(settings);
         let authenticator = {
@@ -107,14 +107,15 @@ impl Application {
         let store = {
             let events = Arc::new(EventContext {
                 source: settings.event_source(),
-                locations: backends
-                    .iter()
-                    .map(|(name, backend)| {
+                locations: storage
+                    .names()
+                    .filter_map(|name| {
+                        let container = storage.container(name)?;
                         let location = StorageLocation {
-                            kind: backend.kind().to_owned(),
-                            container: backend.container().map(str::to_owned),
+                            field: container.field,
+                            name: container.name.to_owned(),
                         };
-                        (name.clone(), location)
+                        Some((name.to_owned(), location))
                     })
                     .collect(),
             });
@@ -129,7 +130,7 @@ impl Application {
             writes,
             notifier: notifier.clone(),
             cache: cache::from_settings(&settings.cache)?,
-            backends,
+            storage,
             settings: settings.clone(),
         };
 

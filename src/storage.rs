@@ -1,125 +1,101 @@
-//! The configured storage backends, by name.
+//! The one door to object storage: every backend call valet makes (signing, stat,
+//! hash, delete, probe, the local data plane) goes through [`Storage`], by backend
+//! name. It is a plain value, not an actor: signing is microseconds of HMAC and the
+//! rest is async I/O, so a mailbox would only add a hop.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::configuration::{BackendSettings, Settings};
 use crate::private_file::create_private_file;
-use valet_backends::azblob::{AzblobBackend, AzblobConfig};
+use valet_backends::azblob::AzblobBackend;
 use valet_backends::local::LocalBackend;
-use valet_backends::s3::{S3Backend, S3Config};
-use valet_backends::{Backend, DownloadSpec, SignedRequest, UploadSpec};
+use valet_backends::s3::S3Backend;
+use valet_backends::{
+    Backend, BackendError, Capabilities, Container, DownloadSpec, ObjectKey, ObjectStat, Sha256,
+    SignedRequest, UploadSpec,
+};
 
-use crate::configuration::{BackendSettings, ProbeMode, Settings};
-
-/// Why signing failed.
+/// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum SignError {
+pub enum StorageError {
     /// The file names a backend that is no longer configured.
     #[error("storage backend {0:?} is not configured")]
     UnknownBackend(String),
-    /// The backend could not sign.
-    #[error(transparent)]
-    Backend(#[from] valet_backends::BackendError),
+    /// The backend failed.
+    #[error("storage backend {backend}: {error}")]
+    Backend {
+        /// The backend's name.
+        backend: String,
+        /// What went wrong.
+        error: BackendError,
+    },
 }
 
-/// Every configured backend, plus direct access to local ones for the data plane.
+/// Every configured backend, by name.
 #[derive(Clone)]
-pub struct Backends {
-    all: Arc<BTreeMap<String, Arc<dyn Backend>>>,
-    local: Arc<BTreeMap<String, Arc<LocalBackend>>>,
+pub struct Storage {
+    backends: Arc<BTreeMap<String, Arc<dyn Backend>>>,
 }
 
-impl Backends {
+impl Storage {
     /// Builds every backend in `settings`; `public_url` is where valet is reachable.
     pub fn from_settings(settings: &Settings, public_url: &url::Url) -> anyhow::Result<Self> {
-        let mut all: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
-        let mut local = BTreeMap::new();
-        for (name, backend) in &settings.backends {
-            match backend {
-                BackendSettings::Local { root, secret } => {
-                    let root = root
-                        .clone()
-                        .unwrap_or_else(|| settings.data_dir.join("objects"));
-                    let secret = match secret {
-                        Some(s) => s.expose().as_bytes().to_vec(),
-                        None => load_or_create_secret(&settings.local_secret_path())?,
-                    };
-                    let backend = Arc::new(
-                        LocalBackend::new(name.clone(), root, secret, public_url.clone())
-                            .with_context(|| format!("backend {name}"))?,
-                    );
-                    local.insert(name.clone(), backend.clone());
-                    all.insert(name.clone(), backend);
-                }
-                BackendSettings::S3 {
-                    bucket,
-                    region,
-                    endpoint,
-                    public_endpoint,
-                    path_style,
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                    trust_storage_checksum,
-                    probe,
-                } => {
-                    let backend = S3Backend::new(S3Config {
-                        bucket: bucket.clone(),
-                        region: region.clone(),
-                        endpoint: endpoint.clone(),
-                        public_endpoint: public_endpoint.clone(),
-                        path_style: *path_style,
-                        access_key_id: access_key_id.clone(),
-                        secret_access_key: secret_access_key
-                            .as_ref()
-                            .map(|s| s.expose().to_owned()),
-                        session_token: session_token.as_ref().map(|s| s.expose().to_owned()),
-                        trust_storage_checksum: *trust_storage_checksum,
-                        read_only_probe: *probe == ProbeMode::ReadOnly,
-                    })
-                    .with_context(|| format!("storage backend {name:?}"))?;
-                    all.insert(name.clone(), Arc::new(backend));
-                }
-                BackendSettings::Azblob {
-                    account,
-                    container,
-                    endpoint,
-                    public_endpoint,
-                    account_key,
-                    probe,
-                } => {
-                    let backend = AzblobBackend::new(AzblobConfig {
-                        account: account.clone(),
-                        container: container.clone(),
-                        endpoint: endpoint.clone(),
-                        public_endpoint: public_endpoint.clone(),
-                        account_key: account_key.expose().to_owned(),
-                        read_only_probe: *probe == ProbeMode::ReadOnly,
-                    })
-                    .with_context(|| format!("storage backend {name:?}"))?;
-                    all.insert(name.clone(), Arc::new(backend));
-                }
-            }
+        let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+        for (name, configured) in &settings.backends {
+            let backend = build(name, configured, settings, public_url)
+                .with_context(|| format!("storage backend {name:?}"))?;
+            backends.insert(name.clone(), backend);
         }
         Ok(Self {
-            all: Arc::new(all),
-            local: Arc::new(local),
+            backends: Arc::new(backends),
         })
     }
 
-    /// A backend by name.
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
-        self.all.get(name)
+    fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>, StorageError> {
+        self.backends
+            .get(name)
+            .ok_or_else(|| StorageError::UnknownBackend(name.to_owned()))
+    }
+
+    fn failed(name: &str) -> impl FnOnce(BackendError) -> StorageError + '_ {
+        move |error| StorageError::Backend {
+            backend: name.to_owned(),
+            error,
+        }
+    }
+
+    /// The names of every configured backend.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.backends.keys().map(String::as_str)
+    }
+
+    /// What backend `name` can do.
+    pub fn capabilities(&self, name: &str) -> Result<Capabilities, StorageError> {
+        Ok(self.backend(name)?.capabilities())
+    }
+
+    /// Kind of backend `name` (`local`, `s3`, `azblob`).
+    pub fn kind(&self, name: &str) -> Result<&'static str, StorageError> {
+        Ok(self.backend(name)?.kind())
+    }
+
+    /// The bucket or container of backend `name`, when it has one.
+    pub fn container(&self, name: &str) -> Option<Container<'_>> {
+        self.backends.get(name).and_then(|b| b.container())
     }
 
     /// Signs an upload with backend `name` (microseconds of HMAC: done inline).
-    pub fn sign_upload(&self, name: &str, spec: &UploadSpec) -> Result<SignedRequest, SignError> {
-        let backend = self
-            .get(name)
-            .ok_or_else(|| SignError::UnknownBackend(name.to_owned()))?;
-        Ok(backend.sign_upload(spec)?)
+    pub fn sign_upload(
+        &self,
+        name: &str,
+        spec: &UploadSpec,
+    ) -> Result<SignedRequest, StorageError> {
+        self.backend(name)?
+            .sign_upload(spec)
+            .map_err(Self::failed(name))
     }
 
     /// Signs a download with backend `name`.
@@ -127,33 +103,86 @@ impl Backends {
         &self,
         name: &str,
         spec: &DownloadSpec,
-    ) -> Result<SignedRequest, SignError> {
-        let backend = self
-            .get(name)
-            .ok_or_else(|| SignError::UnknownBackend(name.to_owned()))?;
-        Ok(backend.sign_download(spec)?)
+    ) -> Result<SignedRequest, StorageError> {
+        self.backend(name)?
+            .sign_download(spec)
+            .map_err(Self::failed(name))
     }
 
-    /// A local backend by name (for the data-plane routes).
-    pub fn local(&self, name: &str) -> Option<&Arc<LocalBackend>> {
-        self.local.get(name)
+    /// Size (and SHA-256, where the store reports it) of an object; `None` if absent.
+    pub async fn stat(
+        &self,
+        name: &str,
+        key: &ObjectKey,
+    ) -> Result<Option<ObjectStat>, StorageError> {
+        self.backend(name)?
+            .stat(key)
+            .await
+            .map_err(Self::failed(name))
     }
 
-    /// All backends with their names.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<dyn Backend>)> {
-        self.all.iter()
+    /// Reads a whole object to hash it.
+    pub async fn sha256(&self, name: &str, key: &ObjectKey) -> Result<Sha256, StorageError> {
+        self.backend(name)?
+            .sha256(key)
+            .await
+            .map_err(Self::failed(name))
+    }
+
+    /// Removes an object; an absent object is already removed.
+    pub async fn delete(&self, name: &str, key: &ObjectKey) -> Result<(), StorageError> {
+        self.backend(name)?
+            .delete(key)
+            .await
+            .map_err(Self::failed(name))
+    }
+
+    /// Checks backend `name` is reachable and usable.
+    pub async fn probe(&self, name: &str) -> Result<(), StorageError> {
+        self.backend(name)?
+            .probe()
+            .await
+            .map_err(Self::failed(name))
     }
 
     /// Checks every backend can store and remove an object; names the one that cannot.
     pub async fn probe_all(&self) -> anyhow::Result<()> {
-        for (name, backend) in self.iter() {
-            backend
-                .probe()
+        for name in self.names() {
+            self.probe(name)
                 .await
                 .with_context(|| format!("storage backend {name:?} is not usable"))?;
         }
         Ok(())
     }
+
+    /// The data plane of backend `name`, when valet serves its signed requests itself.
+    pub fn data_plane(&self, name: &str) -> Option<&LocalBackend> {
+        self.backends.get(name).and_then(|b| b.data_plane())
+    }
+}
+
+/// Builds the backend configured as `name`.
+fn build(
+    name: &str,
+    configured: &BackendSettings,
+    settings: &Settings,
+    public_url: &url::Url,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match configured {
+        BackendSettings::Local(config) => {
+            let root = config
+                .root
+                .clone()
+                .unwrap_or_else(|| settings.data_dir.join("objects"));
+            let secret = match &config.secret {
+                Some(s) => s.expose().as_bytes().to_vec(),
+                None => load_or_create_secret(&settings.local_secret_path())?,
+            };
+            Arc::new(LocalBackend::new(name, root, secret, public_url.clone())?)
+        }
+        BackendSettings::S3(config) => Arc::new(S3Backend::new(config.clone())?),
+        BackendSettings::Azblob(config) => Arc::new(AzblobBackend::new(config.clone())?),
+    })
 }
 
 /// Reads the generated local signing secret, creating it (32 random bytes, owner-only)

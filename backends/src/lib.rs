@@ -6,12 +6,15 @@
 //! [`Backend`] trait.
 
 pub mod azblob;
+mod capabilities;
 mod digest;
 pub mod disposition;
 mod error;
 mod key;
 pub mod local;
+mod operator;
 pub mod s3;
+mod secret;
 
 use std::collections::BTreeMap;
 
@@ -19,10 +22,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use capabilities::{Capabilities, Container, MultipartLimits};
 pub use digest::{Sha256, Sha256ParseError};
 pub use disposition::attachment as content_disposition;
 pub use error::BackendError;
 pub use key::{ObjectKey, ObjectKeyError};
+pub use operator::ProbeMode;
+pub use secret::Secret;
 
 /// What a device is allowed to upload with one signed request.
 #[derive(Debug, Clone)]
@@ -80,8 +86,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Kind of store (`local`, `s3`, `azblob`), used in records and events.
     fn kind(&self) -> &'static str;
 
+    /// What this store can do.
+    fn capabilities(&self) -> Capabilities;
+
     /// Bucket (S3) or container (Azure) holding the objects; `None` for the local store.
-    fn container(&self) -> Option<&str> {
+    fn container(&self) -> Option<Container<'_>> {
+        None
+    }
+
+    /// valet's own data plane, for the stores it serves itself.
+    fn data_plane(&self) -> Option<&local::LocalBackend> {
         None
     }
 
@@ -109,56 +123,4 @@ pub trait Backend: Send + Sync + 'static {
 fn install_crypto_provider() {
     // Fails only when a provider is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Reads an object through OpenDAL and hashes it as it streams.
-async fn hash_object(
-    operator: &opendal::Operator,
-    key: &ObjectKey,
-) -> Result<Sha256, BackendError> {
-    use futures_util::TryStreamExt;
-    use sha2::Digest;
-    let unavailable = |e: opendal::Error| BackendError::Unavailable(format!("read {key}: {e}"));
-    let reader = operator.reader(key.as_str()).await.map_err(unavailable)?;
-    let mut stream = reader.into_bytes_stream(..).await.map_err(unavailable)?;
-    let mut hasher = sha2::Sha256::new();
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("read {key}: {e}")))?
-    {
-        hasher.update(&chunk);
-    }
-    Ok(Sha256::from_bytes(hasher.finalize().into()))
-}
-
-/// Checks a store works: writes, stats and deletes a small object; with
-/// `read_only`, only lists the first entry (credentials and reachability).
-async fn probe_operator(operator: &opendal::Operator, read_only: bool) -> Result<(), BackendError> {
-    let failed = |what: &str, e: opendal::Error| BackendError::Unavailable(format!("{what}: {e}"));
-    if read_only {
-        operator
-            .list_with("/")
-            .limit(1)
-            .await
-            .map_err(|e| failed("list", e))?;
-        return Ok(());
-    }
-    let key = format!(".valet-probe/{}", uuid::Uuid::new_v4());
-    operator
-        .write(&key, b"valet probe".to_vec())
-        .await
-        .map_err(|e| failed("write", e))?;
-    let stat = operator.stat(&key).await.map_err(|e| failed("stat", e))?;
-    operator
-        .delete(&key)
-        .await
-        .map_err(|e| failed("delete", e))?;
-    if stat.content_length() != 11 {
-        return Err(BackendError::Unavailable(format!(
-            "the probe object reads back as {} bytes, not 11",
-            stat.content_length()
-        )));
-    }
-    Ok(())
 }

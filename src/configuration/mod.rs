@@ -15,7 +15,6 @@ mod database;
 mod events;
 mod logging;
 mod reconciler;
-mod secret;
 mod server;
 mod storage_events;
 mod tenants;
@@ -32,17 +31,18 @@ use serde::{Deserialize, Serialize};
 
 pub use amqp::AmqpSettings;
 pub use auth::{AuthSettings, TrustedKey};
-pub use backends::{BackendSettings, ProbeMode};
+pub use backends::BackendSettings;
 pub use cache::CacheSettings;
 pub use database::DatabaseSettings;
 pub use events::EventSettings;
 pub use logging::{LogFormat, LogSettings};
 pub use reconciler::ReconcilerSettings;
-pub use secret::Secret;
 pub use server::ServerSettings;
 pub use storage_events::StorageEventSettings;
 pub use tenants::TenantSettings;
 pub use uploads::{UploadSettings, MAX_URL_TTL_SECS};
+use valet_backends::local::LocalConfig;
+pub use valet_backends::{ProbeMode, Secret};
 
 /// Environment variables with the `VALET_` prefix that are not configuration options.
 const NON_CONFIG_ENV: &[&str] = &["config", "token", "api_url"];
@@ -132,10 +132,7 @@ impl Settings {
         if self.backends.is_empty() {
             self.backends.insert(
                 "local".into(),
-                BackendSettings::Local {
-                    root: None,
-                    secret: None,
-                },
+                BackendSettings::Local(LocalConfig::default()),
             );
         }
         self.server.parsed = self.validate()?;
@@ -379,10 +376,10 @@ mod tests {
         s.database.url = Some("postgres://valet:hunter2@db/valet".into());
         s.backends.insert(
             "local".into(),
-            BackendSettings::Local {
+            BackendSettings::Local(LocalConfig {
                 root: None,
                 secret: Some(Secret::new("x".repeat(40))),
-            },
+            }),
         );
         let out = s.finish().unwrap().to_redacted_toml().unwrap();
         assert!(!out.contains("hunter2"));

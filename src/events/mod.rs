@@ -57,13 +57,13 @@ pub struct OutboxEvent {
     pub payload: String,
 }
 
-/// Where a backend keeps objects, as events report it.
+/// The bucket or container a backend keeps objects in, as events report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageLocation {
-    /// Backend kind (`local`, `s3`, `azblob`).
-    pub kind: String,
-    /// Bucket (S3) or container (Azure); `None` for the local store.
-    pub container: Option<String>,
+    /// The event field naming it: `bucket` (S3) or `container` (Azure).
+    pub field: &'static str,
+    /// Its name.
+    pub name: String,
 }
 
 /// What every event carries besides the file: its source and where backends store.
@@ -71,7 +71,7 @@ pub struct StorageLocation {
 pub struct EventContext {
     /// CloudEvents `source`.
     pub source: String,
-    /// Storage location by backend name.
+    /// Bucket or container by backend name (the local store has none).
     pub locations: BTreeMap<String, StorageLocation>,
 }
 
@@ -99,14 +99,7 @@ pub fn file_event(
     if let Some(fields) = data.as_object_mut() {
         fields.insert("key".into(), file.object_key.as_str().into());
         if let Some(location) = context.locations.get(&file.backend) {
-            if let Some(container) = &location.container {
-                let name = if location.kind == "azblob" {
-                    "container"
-                } else {
-                    "bucket"
-                };
-                fields.insert(name.into(), container.clone().into());
-            }
+            fields.insert(location.field.into(), location.name.clone().into());
         }
     }
     let event = EventBuilderV10::new()

@@ -108,10 +108,15 @@ async fn readiness(service: &FileService) -> Vec<Check> {
         error: service.cache.ping().await.err(),
         required: false,
     });
-    for (name, backend) in service.backends.iter() {
+    for name in service.storage.names() {
         checks.push(Check {
             name: format!("storage:{name}"),
-            error: backend.probe().await.err().map(|e| e.to_string()),
+            error: service
+                .storage
+                .probe(name)
+                .await
+                .err()
+                .map(|e| e.to_string()),
             required: true,
         });
     }

@@ -42,12 +42,9 @@ fn data_plane_error(e: DataPlaneError) -> ApiError {
     }
 }
 
-fn local_backend<'a>(
-    service: &'a FileService,
-    name: &str,
-) -> Result<&'a std::sync::Arc<LocalBackend>, ApiError> {
+fn local_backend<'a>(service: &'a FileService, name: &str) -> Result<&'a LocalBackend, ApiError> {
     // An unknown backend answers like a bad signature: nothing to learn from probing.
-    service.backends().local(name).ok_or_else(|| {
+    service.storage().data_plane(name).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Forbidden,
             "the signature does not match this request",

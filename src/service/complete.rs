@@ -69,11 +69,7 @@ impl FileService {
             FileStatus::Pending => {}
             other => return Ok(Completion::Finished(other)),
         }
-        let backend = self.backend_of(&file)?;
-        let unavailable = |e: valet_backends::BackendError| {
-            ApiError::unavailable(format!("storage backend {}: {e}", file.backend))
-        };
-        let Some(stat) = backend.stat(&file.object_key).await.map_err(unavailable)? else {
+        let Some(stat) = self.storage.stat(&file.backend, &file.object_key).await? else {
             return Ok(Completion::Missing);
         };
         let mismatch = if stat.size != file.size {
@@ -84,10 +80,7 @@ impl FileService {
         } else {
             let stored = match stat.sha256 {
                 Some(digest) => digest,
-                None => backend
-                    .sha256(&file.object_key)
-                    .await
-                    .map_err(unavailable)?,
+                None => self.storage.sha256(&file.backend, &file.object_key).await?,
             };
             (stored != file.sha256).then_some(Completion::ChecksumMismatch)
         };
@@ -116,10 +109,14 @@ impl FileService {
         backend: &str,
         object: &CreatedObject,
     ) -> Result<StorageEventOutcome, ApiError> {
-        let Some(store) = self.backends.get(backend) else {
+        if !self.storage.names().any(|name| name == backend) {
             return Ok(StorageEventOutcome::Unknown);
-        };
-        if store.container().is_some_and(|c| c != object.bucket) {
+        }
+        if self
+            .storage
+            .container(backend)
+            .is_some_and(|c| c.name != object.bucket)
+        {
             return Ok(StorageEventOutcome::Unknown);
         }
         // Keys valet issues end with the file id.

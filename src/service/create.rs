@@ -97,7 +97,7 @@ impl FileService {
         };
         // Sign before recording, so a signing failure leaves no record behind.
         let upload = self
-            .backends
+            .storage
             .sign_upload(
                 &backend,
                 &UploadSpec {

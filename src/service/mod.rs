@@ -35,7 +35,7 @@ use crate::metadata::{
 };
 use crate::notifier::{Notifier, OutboxAppended};
 use crate::problem::{ApiError, ErrorCode};
-use crate::storage::Backends;
+use crate::storage::Storage;
 use crate::storage_events::CreatedObject;
 use crate::telemetry::metrics;
 
@@ -61,16 +61,16 @@ pub struct FileService {
     pub(crate) notifier: Addr<Notifier>,
     /// Write-through cache of file records.
     pub(crate) cache: Arc<dyn FileCache>,
-    /// The storage backends by name.
-    pub(crate) backends: Backends,
+    /// The storage backends by name: the one door to storage.
+    pub(crate) storage: Storage,
     /// The running configuration.
     pub(crate) settings: Arc<Settings>,
 }
 
 impl FileService {
-    /// The configured backends.
-    pub fn backends(&self) -> &Backends {
-        &self.backends
+    /// The configured storage backends.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Whether tenant services must authenticate their connection with a client certificate.
@@ -199,23 +199,11 @@ impl FileService {
     }
 
     async fn delete_object(&self, file: &File) {
-        let Ok(backend) = self.backend_of(file) else {
-            return;
-        };
-        if let Err(e) = backend.delete(&file.object_key).await {
+        if let Err(e) = self.storage.delete(&file.backend, &file.object_key).await {
             // The record already says the object is gone; the orphan is harmless
             // and is logged so an operator can remove it.
-            tracing::error!(file_id = %file.id, backend = %file.backend, error = %e, "could not delete object");
+            tracing::error!(file_id = %file.id, error = %e, "could not delete object");
         }
-    }
-
-    fn backend_of(&self, file: &File) -> Result<&Arc<dyn valet_backends::Backend>, ApiError> {
-        self.backends.get(&file.backend).ok_or_else(|| {
-            ApiError::internal(format!(
-                "file {} is stored in backend {:?}, which is no longer configured",
-                file.id, file.backend
-            ))
-        })
     }
 
     /// The metadata store (for background jobs).

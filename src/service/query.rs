@@ -60,7 +60,7 @@ impl FileService {
         }
         let ttl = Duration::seconds(self.settings.uploads.download_url_ttl_secs as i64);
         let request = self
-            .backends
+            .storage
             .sign_download(
                 &file.backend,
                 &DownloadSpec {

@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 use valet::configuration::{
     BackendSettings, ProbeMode, Secret, Settings, StorageEventSettings, TenantSettings,
 };
+use valet_backends::azblob::AzblobConfig;
+use valet_backends::local::LocalConfig;
+use valet_backends::s3::S3Config;
 
 use crate::helpers::{assert_problem, body_of, sha256_hex, spawn_app_with, TestApp};
 
@@ -65,7 +68,7 @@ async fn s3_bucket() -> (String, BackendSettings) {
         "create bucket: {}",
         created.status()
     );
-    let settings = BackendSettings::S3 {
+    let settings = BackendSettings::S3(S3Config {
         bucket: name.clone(),
         region: "us-east-1".into(),
         endpoint: Some(endpoint),
@@ -76,7 +79,7 @@ async fn s3_bucket() -> (String, BackendSettings) {
         session_token: None,
         trust_storage_checksum: true,
         probe: ProbeMode::Write,
-    };
+    });
     (name, settings)
 }
 
@@ -127,14 +130,14 @@ async fn azure_container() -> (String, BackendSettings) {
         created.status(),
         created.text().await
     );
-    let settings = BackendSettings::Azblob {
+    let settings = BackendSettings::Azblob(AzblobConfig {
         account: AZURITE_ACCOUNT.into(),
         container: name.clone(),
         endpoint: Some(endpoint),
         public_endpoint: None,
         account_key: Secret::new(AZURITE_KEY),
         probe: ProbeMode::Write,
-    };
+    });
     (name, settings)
 }
 
@@ -324,40 +327,17 @@ async fn s3_refuses_any_other_body_and_expired_or_reused_urls() {
 #[actix_web::test]
 async fn s3_urls_are_signed_for_the_public_endpoint() {
     let (_, backend) = s3_bucket().await;
-    let BackendSettings::S3 { endpoint, .. } = &backend else {
+    let BackendSettings::S3(mut config) = backend else {
         unreachable!()
     };
     // Devices reach the store as "localhost"; valet reaches it as 127.0.0.1.
-    let public = endpoint
+    let public = config
+        .endpoint
         .as_ref()
         .expect("endpoint")
         .replace("127.0.0.1", "localhost");
-    let backend = match backend {
-        BackendSettings::S3 {
-            bucket,
-            region,
-            endpoint,
-            path_style,
-            access_key_id,
-            secret_access_key,
-            session_token,
-            trust_storage_checksum,
-            probe,
-            ..
-        } => BackendSettings::S3 {
-            bucket,
-            region,
-            endpoint,
-            public_endpoint: Some(public.clone()),
-            path_style,
-            access_key_id,
-            secret_access_key,
-            session_token,
-            trust_storage_checksum,
-            probe,
-        },
-        other => other,
-    };
+    config.public_endpoint = Some(public.clone());
+    let backend = BackendSettings::S3(config);
     let app = spawn_app_with(|s| use_backend(s, "s3", backend)).await;
     let token = app.device_token("acme", "dev-42");
     let bytes = body_of(500);
@@ -483,23 +463,13 @@ async fn azure_wrong_bytes_are_rejected_at_completion_and_deleted() {
     let file: Value = app.get_file(&token, id).await.json().await.expect("file");
     assert_eq!(file["status"], "rejected");
     // The blob is gone from the container.
-    let BackendSettings::Azblob {
-        account,
-        container,
-        endpoint,
-        account_key,
-        ..
-    } = app.settings.backends["azure"].clone()
-    else {
+    let BackendSettings::Azblob(config) = app.settings.backends["azure"].clone() else {
         unreachable!()
     };
-    let store = valet_backends::azblob::AzblobBackend::new(valet_backends::azblob::AzblobConfig {
-        account,
-        container: container.clone(),
-        endpoint,
-        public_endpoint: None,
-        account_key: account_key.expose().to_owned(),
-        read_only_probe: true,
+    let container = config.container.clone();
+    let store = valet_backends::azblob::AzblobBackend::new(AzblobConfig {
+        probe: ProbeMode::ReadOnly,
+        ..config
     })
     .expect("backend");
     let url = url::Url::parse(created["upload"]["url"].as_str().expect("url")).expect("url");
@@ -524,10 +494,7 @@ async fn tenants_are_routed_by_configuration_and_old_files_survive_a_routing_cha
     let app = spawn_app_with(|s| {
         s.backends.insert(
             "local".into(),
-            BackendSettings::Local {
-                root: None,
-                secret: None,
-            },
+            BackendSettings::Local(LocalConfig::default()),
         );
         s.backends.insert("s3".into(), s3.clone());
         s.backends.insert("azure".into(), azure.clone());
@@ -604,22 +571,11 @@ async fn tenants_are_routed_by_configuration_and_old_files_survive_a_routing_cha
 async fn start_up_refuses_an_unusable_backend_naming_it() {
     let (name, backend) = s3_bucket().await;
     let unreachable = match backend {
-        BackendSettings::S3 {
-            access_key_id,
-            secret_access_key,
-            ..
-        } => BackendSettings::S3 {
+        BackendSettings::S3(config) => BackendSettings::S3(S3Config {
             bucket: name,
-            region: "us-east-1".into(),
             endpoint: Some("http://127.0.0.1:9".into()),
-            public_endpoint: None,
-            path_style: true,
-            access_key_id,
-            secret_access_key,
-            session_token: None,
-            trust_storage_checksum: true,
-            probe: ProbeMode::Write,
-        },
+            ..config
+        }),
         other => other,
     };
     let mut settings = Settings::default();
@@ -628,10 +584,7 @@ async fn start_up_refuses_an_unusable_backend_naming_it() {
     settings.server.bind = "127.0.0.1:0".into();
     settings.backends.insert(
         "local".into(),
-        BackendSettings::Local {
-            root: None,
-            secret: None,
-        },
+        BackendSettings::Local(LocalConfig::default()),
     );
     settings.backends.insert("archive".into(), unreachable);
     let settings = settings.finish().expect("valid settings");

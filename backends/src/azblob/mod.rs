@@ -14,29 +14,64 @@ use base64::Engine;
 use chrono::{Duration, Utc};
 use opendal::{ErrorKind, Operator};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::operator::{check_http_url, hash_object, probe_operator};
 use crate::{
-    disposition, hash_object, probe_operator, BackendError, DownloadSpec, ObjectKey, ObjectStat,
-    Sha256, SignedRequest, UploadSpec,
+    disposition, BackendError, Capabilities, Container, DownloadSpec, MultipartLimits, ObjectKey,
+    ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
 };
 use sas::{BlobSas, SasKey};
 
-/// How an Azure Blob backend is configured.
-#[derive(Debug, Clone)]
+/// `[backends.<name>]` with `kind = "azblob"`: Azure Blob Storage (or Azurite).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AzblobConfig {
     /// Storage account name.
     pub account: String,
     /// Container holding the objects.
     pub container: String,
-    /// Account endpoint valet reaches (default `https://<account>.blob.core.windows.net`;
-    /// Azurite: `http://host:port/<account>`).
+    /// Account endpoint (default `https://<account>.blob.core.windows.net`).
+    #[serde(default)]
     pub endpoint: Option<String>,
-    /// Endpoint devices reach, when not `endpoint`; signed URLs use it.
+    /// Where devices reach the store, when not at `endpoint`; SAS URLs use it.
+    #[serde(default)]
     pub public_endpoint: Option<String>,
-    /// Account key, base64 as the portal shows it.
-    pub account_key: String,
-    /// Probe at start without writing.
-    pub read_only_probe: bool,
+    /// Account key (base64), used to sign service SAS.
+    pub account_key: Secret,
+    /// Start-up probe: `write` or `read-only`.
+    #[serde(default)]
+    pub probe: ProbeMode,
 }
+
+impl AzblobConfig {
+    /// Checks the settings can work, before anything connects.
+    pub fn validate(&self) -> Result<(), BackendError> {
+        if self.account.is_empty() || self.container.is_empty() {
+            return Err(BackendError::Config(
+                "account and container must not be empty".into(),
+            ));
+        }
+        check_http_url("endpoint", self.endpoint.as_deref())?;
+        check_http_url("public_endpoint", self.public_endpoint.as_deref())?;
+        self.decoded_key().map(|_| ())
+    }
+
+    fn decoded_key(&self) -> Result<Vec<u8>, BackendError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(self.account_key.expose().trim())
+            .map_err(|_| BackendError::Config("account_key is not base64".into()))
+    }
+}
+
+/// Azure's bounds on block blobs: 50,000 blocks of up to 4000 MiB. Blocks have no
+/// minimum size; valet asks for at least 1 MiB so a part is worth a request.
+pub const MULTIPART_LIMITS: MultipartLimits = MultipartLimits {
+    min_part_size: 1024 * 1024,
+    max_part_size: 4000 * 1024 * 1024,
+    max_parts: 50_000,
+};
 
 /// A container of an Azure storage account.
 pub struct AzblobBackend {
@@ -53,9 +88,8 @@ impl AzblobBackend {
     /// Builds the backend; fails when the configuration cannot work.
     pub fn new(config: AzblobConfig) -> Result<Self, BackendError> {
         crate::install_crypto_provider();
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(config.account_key.trim())
-            .map_err(|_| BackendError::Config("account_key is not base64".into()))?;
+        config.validate()?;
+        let key = config.decoded_key()?;
         let endpoint = config
             .endpoint
             .clone()
@@ -74,7 +108,7 @@ impl AzblobBackend {
             .container(&config.container)
             .endpoint(&endpoint)
             .account_name(&config.account)
-            .account_key(config.account_key.trim());
+            .account_key(config.account_key.expose().trim());
         let operator = Operator::new(builder)
             .map_err(|e| BackendError::Config(e.to_string()))?
             .finish();
@@ -110,8 +144,22 @@ impl crate::Backend for AzblobBackend {
         "azblob"
     }
 
-    fn container(&self) -> Option<&str> {
-        Some(&self.config.container)
+    fn capabilities(&self) -> Capabilities {
+        // A SAS cannot bind a length or a digest, and Azure keeps no SHA-256.
+        Capabilities {
+            binds_size: false,
+            binds_sha256: false,
+            reports_sha256: false,
+            serves_data_plane: false,
+            multipart: Some(MULTIPART_LIMITS),
+        }
+    }
+
+    fn container(&self) -> Option<Container<'_>> {
+        Some(Container {
+            field: "container",
+            name: &self.config.container,
+        })
     }
 
     fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError> {
@@ -189,6 +237,6 @@ impl crate::Backend for AzblobBackend {
     }
 
     async fn probe(&self) -> Result<(), BackendError> {
-        probe_operator(&self.operator, self.config.read_only_probe).await
+        probe_operator(&self.operator, self.config.probe).await
     }
 }

@@ -2,24 +2,56 @@
 //! itself serves the signed PUT and GET requests (see [`LocalBackend::receive`] and
 //! [`LocalBackend::open`]).
 
+mod data_plane;
 mod signature;
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
-use futures_util::{Stream, StreamExt};
-use sha2::Digest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Backend, BackendError, DownloadSpec, ObjectKey, ObjectStat, Sha256, SignedRequest, UploadSpec,
+    Backend, BackendError, Capabilities, DownloadSpec, ObjectKey, ObjectStat, Secret, Sha256,
+    SignedRequest, UploadSpec,
 };
+pub use data_plane::{DataPlaneError, DownloadGrant, OpenObject, UploadGrant};
 use signature::{DownloadClaims, UploadClaims, UrlSigner};
+
+/// `[backends.<name>]` with `kind = "local"`: valet's own store on the local file system.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Directory holding the objects (default `<data_dir>/objects`).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// URL signing secret, at least 32 bytes (default: generated into
+    /// `<data_dir>/local-signing.key` on first start).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+/// The shortest signing secret accepted.
+const MIN_SECRET_BYTES: usize = 32;
+
+impl LocalConfig {
+    /// Checks the settings can work, before anything is opened.
+    pub fn validate(&self) -> Result<(), BackendError> {
+        if self
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < MIN_SECRET_BYTES)
+        {
+            return Err(BackendError::Config(format!(
+                "secret must be at least {MIN_SECRET_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// Directory under the root where uploads are received before they are verified.
 const INCOMING_DIR: &str = ".incoming";
@@ -34,63 +66,6 @@ pub struct LocalBackend {
     public_url: Url,
 }
 
-/// Why a request to the local data plane was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum DataPlaneError {
-    /// The signature is missing, malformed, tampered with or for something else.
-    #[error("the signature does not match this request")]
-    BadSignature,
-    /// The signature was valid but has expired.
-    #[error("the signed URL has expired")]
-    Expired,
-    /// The body length differs from the signed length.
-    #[error("expected {expected} bytes, received {received}")]
-    SizeMismatch {
-        /// Signed length.
-        expected: u64,
-        /// Length received (so far, when the body was too long).
-        received: u64,
-    },
-    /// The body's SHA-256 differs from the signed digest.
-    #[error("the body's SHA-256 does not match the signed digest")]
-    ChecksumMismatch,
-    /// The client stopped sending or the connection failed.
-    #[error("the upload was interrupted: {0}")]
-    Interrupted(String),
-    /// The object does not exist.
-    #[error("no such object")]
-    NotFound,
-    /// The store itself failed.
-    #[error(transparent)]
-    Storage(#[from] std::io::Error),
-}
-
-/// A verified permission to store one object.
-#[derive(Debug, Clone)]
-pub struct UploadGrant {
-    key: ObjectKey,
-    size: u64,
-    sha256: Sha256,
-}
-
-/// A verified permission to read one object.
-#[derive(Debug, Clone)]
-pub struct DownloadGrant {
-    key: ObjectKey,
-    /// Content type to answer with.
-    pub content_type: String,
-    /// File name to offer in Content-Disposition.
-    pub filename: String,
-}
-
-/// An object opened for reading.
-pub struct OpenObject {
-    /// The file, positioned at the start.
-    pub file: tokio::fs::File,
-    /// Its length in bytes.
-    pub size: u64,
-}
-
 impl LocalBackend {
     /// A store named `name` under `root`, signing with `secret`, whose data plane is
     /// reachable at `public_url` (valet's own base URL).
@@ -100,10 +75,10 @@ impl LocalBackend {
         secret: Vec<u8>,
         public_url: Url,
     ) -> Result<Self, BackendError> {
-        if secret.len() < 32 {
-            return Err(BackendError::Config(
-                "the local signing secret must be at least 32 bytes".into(),
-            ));
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(BackendError::Config(format!(
+                "the local signing secret must be at least {MIN_SECRET_BYTES} bytes"
+            )));
         }
         if public_url.cannot_be_a_base() {
             return Err(BackendError::Config(format!(
@@ -141,169 +116,6 @@ impl LocalBackend {
         Ok(url)
     }
 
-    /// Checks a PUT's key and query string against its signature.
-    pub fn verify_upload(
-        &self,
-        key: &str,
-        query: &str,
-        now: DateTime<Utc>,
-    ) -> Result<UploadGrant, DataPlaneError> {
-        let key = ObjectKey::parse(key).map_err(|_| DataPlaneError::BadSignature)?;
-        let params = QueryParams::parse(query);
-        let expires: i64 = params.number("expires")?;
-        let size: u64 = params.number("size")?;
-        let sha256_hex = params.get("sha256")?;
-        let claims = UploadClaims {
-            backend: &self.name,
-            key: key.as_str(),
-            expires,
-            size,
-            sha256_hex,
-        };
-        if !self.signer.verify_upload(&claims, params.get("signature")?) {
-            return Err(DataPlaneError::BadSignature);
-        }
-        if now.timestamp() > expires {
-            return Err(DataPlaneError::Expired);
-        }
-        let sha256 = Sha256::parse_hex(sha256_hex).map_err(|_| DataPlaneError::BadSignature)?;
-        Ok(UploadGrant { key, size, sha256 })
-    }
-
-    /// Checks a GET's key and query string against its signature.
-    pub fn verify_download(
-        &self,
-        key: &str,
-        query: &str,
-        now: DateTime<Utc>,
-    ) -> Result<DownloadGrant, DataPlaneError> {
-        let key = ObjectKey::parse(key).map_err(|_| DataPlaneError::BadSignature)?;
-        let params = QueryParams::parse(query);
-        let expires: i64 = params.number("expires")?;
-        let content_type = params.get("content_type")?;
-        let filename = params.get("filename")?;
-        let claims = DownloadClaims {
-            backend: &self.name,
-            key: key.as_str(),
-            expires,
-            content_type,
-            filename,
-        };
-        if !self
-            .signer
-            .verify_download(&claims, params.get("signature")?)
-        {
-            return Err(DataPlaneError::BadSignature);
-        }
-        if now.timestamp() > expires {
-            return Err(DataPlaneError::Expired);
-        }
-        Ok(DownloadGrant {
-            key,
-            content_type: content_type.to_owned(),
-            filename: filename.to_owned(),
-        })
-    }
-
-    /// Receives an upload body. The bytes go to a temporary file while being counted
-    /// and hashed; only a body of exactly the signed length and digest is moved into
-    /// place, so a short, long, corrupted or interrupted upload leaves nothing behind.
-    pub async fn receive<S, E>(
-        &self,
-        grant: &UploadGrant,
-        declared_length: Option<u64>,
-        mut body: S,
-    ) -> Result<(), DataPlaneError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Display,
-    {
-        if let Some(declared) = declared_length {
-            if declared != grant.size {
-                return Err(DataPlaneError::SizeMismatch {
-                    expected: grant.size,
-                    received: declared,
-                });
-            }
-        }
-        let incoming = self.root.join(INCOMING_DIR);
-        tokio::fs::create_dir_all(&incoming).await?;
-        let part = PartFile::new(incoming.join(format!("{}.part", uuid::Uuid::new_v4())));
-        let written = Self::write_checked(grant, part.path(), &mut body).await;
-        if let Err(e) = written {
-            // Remove it now (not later from Drop) so a refused upload leaves nothing behind
-            // by the time the client sees the answer.
-            let _ = tokio::fs::remove_file(part.path()).await;
-            part.disarm();
-            return Err(e);
-        }
-
-        let target = self.object_path(&grant.key);
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        // The digest goes first: an object file never exists without its digest.
-        let digest_part = PartFile::new(part.path().with_extension("digest"));
-        tokio::fs::write(digest_part.path(), grant.sha256.to_hex()).await?;
-        tokio::fs::rename(digest_part.path(), self.digest_path(&grant.key)).await?;
-        digest_part.disarm();
-        tokio::fs::rename(part.path(), &target).await?;
-        part.disarm();
-        Ok(())
-    }
-
-    /// Streams the body into `path`, counting and hashing; fails on any mismatch.
-    async fn write_checked<S, E>(
-        grant: &UploadGrant,
-        path: &Path,
-        body: &mut S,
-    ) -> Result<(), DataPlaneError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Display,
-    {
-        let mut file = tokio::fs::File::create(path).await?;
-        let mut hasher = sha2::Sha256::new();
-        let mut received: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| DataPlaneError::Interrupted(e.to_string()))?;
-            received += chunk.len() as u64;
-            if received > grant.size {
-                return Err(DataPlaneError::SizeMismatch {
-                    expected: grant.size,
-                    received,
-                });
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await?;
-        }
-        if received != grant.size {
-            return Err(DataPlaneError::SizeMismatch {
-                expected: grant.size,
-                received,
-            });
-        }
-        if Sha256::from_bytes(hasher.finalize().into()) != grant.sha256 {
-            return Err(DataPlaneError::ChecksumMismatch);
-        }
-        file.sync_all().await?;
-        Ok(())
-    }
-
-    /// Opens a stored object for a verified download.
-    pub async fn open(&self, grant: &DownloadGrant) -> Result<OpenObject, DataPlaneError> {
-        let path = self.object_path(&grant.key);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DataPlaneError::NotFound)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let size = file.metadata().await?.len();
-        Ok(OpenObject { file, size })
-    }
-
     fn expires_param(expires_at: DateTime<Utc>) -> i64 {
         expires_at.timestamp()
     }
@@ -313,6 +125,20 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            binds_size: true,
+            binds_sha256: true,
+            reports_sha256: true,
+            serves_data_plane: true,
+            multipart: Some(crate::s3::MULTIPART_LIMITS),
+        }
+    }
+
+    fn data_plane(&self) -> Option<&LocalBackend> {
+        Some(self)
     }
 
     fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError> {
@@ -382,24 +208,18 @@ impl Backend for LocalBackend {
 
     async fn sha256(&self, key: &ObjectKey) -> Result<Sha256, BackendError> {
         let path = self.object_path(key);
-        // Hashing a large object is CPU work: keep it off the async workers.
-        let mut file = tokio::fs::File::open(path).await?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            let chunk = buf[..n].to_vec();
-            hasher = tokio::task::spawn_blocking(move || {
-                hasher.update(&chunk);
-                hasher
-            })
-            .await
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        }
-        Ok(Sha256::from_bytes(hasher.finalize().into()))
+        // Reading and hashing a large object is blocking work: one blocking-pool
+        // task streams the file through the hasher, with no copy per chunk.
+        let digest = tokio::task::spawn_blocking(move || -> std::io::Result<Sha256> {
+            use sha2::Digest;
+            let mut file = std::fs::File::open(path)?;
+            let mut hasher = sha2::Sha256::new();
+            std::io::copy(&mut file, &mut hasher)?;
+            Ok(Sha256::from_bytes(hasher.finalize().into()))
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("hashing stopped: {e}")))??;
+        Ok(digest)
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {
@@ -435,71 +255,13 @@ fn seconds_precision(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.timestamp_opt(t.timestamp(), 0).single().unwrap_or(t)
 }
 
-/// Query parameters of a signed URL; any missing or repeated one is a bad signature.
-struct QueryParams<'a>(Vec<(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>);
-
-impl<'a> QueryParams<'a> {
-    fn parse(query: &'a str) -> Self {
-        Self(url::form_urlencoded::parse(query.as_bytes()).collect())
-    }
-
-    fn get(&self, name: &str) -> Result<&str, DataPlaneError> {
-        let mut values = self.0.iter().filter(|(k, _)| k == name);
-        match (values.next(), values.next()) {
-            (Some((_, v)), None) => Ok(v),
-            _ => Err(DataPlaneError::BadSignature),
-        }
-    }
-
-    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<T, DataPlaneError> {
-        self.get(name)?
-            .parse()
-            .map_err(|_| DataPlaneError::BadSignature)
-    }
-}
-
-/// A temporary file removed when dropped unless it was moved into place.
-struct PartFile {
-    path: Option<PathBuf>,
-}
-
-impl PartFile {
-    fn new(path: PathBuf) -> Self {
-        Self { path: Some(path) }
-    }
-
-    fn path(&self) -> &Path {
-        self.path.as_deref().unwrap_or(Path::new(""))
-    }
-
-    fn disarm(mut self) {
-        self.path = None;
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            // Unlinking is quick but still a blocking call: hand it to the blocking pool
-            // when there is one (there always is inside valet).
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn_blocking(move || {
-                        let _ = std::fs::remove_file(path);
-                    });
-                }
-                Err(_) => {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use chrono::Duration;
+    use futures_util::Stream;
+    use std::path::Path;
 
     fn backend(dir: &Path) -> LocalBackend {
         LocalBackend::new(

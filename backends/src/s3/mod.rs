@@ -14,35 +14,82 @@ use chrono::Utc;
 use opendal::{ErrorKind, Operator};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::operator::{check_http_url, hash_object, probe_operator};
 use crate::{
-    disposition, hash_object, probe_operator, BackendError, DownloadSpec, ObjectKey, ObjectStat,
-    Sha256, SignedRequest, UploadSpec,
+    disposition, BackendError, Capabilities, Container, DownloadSpec, MultipartLimits, ObjectKey,
+    ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
 };
 
-/// How an S3 backend is configured.
-#[derive(Debug, Clone)]
+/// `[backends.<name>]` with `kind = "s3"`: AWS S3 or an S3-compatible store
+/// (MinIO: `endpoint` and `path_style = true`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Bucket holding the objects.
     pub bucket: String,
-    /// Region (signing scope).
+    /// Region the bucket is in (the signing scope; MinIO accepts any).
+    #[serde(default = "default_region")]
     pub region: String,
     /// Where valet reaches the store (default `https://s3.<region>.amazonaws.com`).
+    #[serde(default)]
     pub endpoint: Option<String>,
     /// Where devices reach the store, when not at `endpoint`; signed URLs use it.
+    #[serde(default)]
     pub public_endpoint: Option<String>,
-    /// Path-style URLs (`endpoint/bucket/key`), as MinIO needs.
+    /// Path-style URLs (`endpoint/bucket/key`) instead of virtual-host style.
+    #[serde(default)]
     pub path_style: bool,
-    /// Access key id (with `secret_access_key`); absent: the AWS environment variables.
+    /// Access key id; absent: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`.
+    #[serde(default)]
     pub access_key_id: Option<String>,
     /// Secret access key.
-    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
     /// Session token of temporary credentials.
-    pub session_token: Option<String>,
-    /// Take the SHA-256 S3 reports for an object instead of reading the object.
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+    /// Use the SHA-256 S3 stored with the object (bound at upload) instead of reading it.
+    #[serde(default = "yes")]
     pub trust_storage_checksum: bool,
-    /// Probe at start without writing (stat of the bucket only).
-    pub read_only_probe: bool,
+    /// Start-up probe: `write` (write, stat, delete an object) or `read-only` (list).
+    #[serde(default)]
+    pub probe: ProbeMode,
 }
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl S3Config {
+    /// Checks the settings can work, before anything connects.
+    pub fn validate(&self) -> Result<(), BackendError> {
+        if self.bucket.is_empty() {
+            return Err(BackendError::Config("bucket must not be empty".into()));
+        }
+        check_http_url("endpoint", self.endpoint.as_deref())?;
+        check_http_url("public_endpoint", self.public_endpoint.as_deref())?;
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return Err(BackendError::Config(
+                "access_key_id and secret_access_key go together".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// S3's bounds on multipart uploads (every part but the last at least 5 MiB).
+pub const MULTIPART_LIMITS: MultipartLimits = MultipartLimits {
+    min_part_size: 5 * 1024 * 1024,
+    max_part_size: 5 * 1024 * 1024 * 1024,
+    max_parts: 10_000,
+};
 
 /// An S3 bucket.
 pub struct S3Backend {
@@ -58,10 +105,11 @@ impl S3Backend {
     /// Builds the backend; fails when the configuration cannot work.
     pub fn new(config: S3Config) -> Result<Self, BackendError> {
         crate::install_crypto_provider();
+        config.validate()?;
         let credentials = match (&config.access_key_id, &config.secret_access_key) {
             (Some(key), Some(secret)) => match &config.session_token {
-                Some(token) => Credentials::new_with_token(key, secret, token),
-                None => Credentials::new(key, secret),
+                Some(token) => Credentials::new_with_token(key, secret.expose(), token.expose()),
+                None => Credentials::new(key, secret.expose()),
             },
             (None, None) => Credentials::from_env().ok_or_else(|| {
                 BackendError::Config(
@@ -175,8 +223,21 @@ impl crate::Backend for S3Backend {
         "s3"
     }
 
-    fn container(&self) -> Option<&str> {
-        Some(&self.config.bucket)
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            binds_size: true,
+            binds_sha256: true,
+            reports_sha256: self.config.trust_storage_checksum,
+            serves_data_plane: false,
+            multipart: Some(MULTIPART_LIMITS),
+        }
+    }
+
+    fn container(&self) -> Option<Container<'_>> {
+        Some(Container {
+            field: "bucket",
+            name: &self.config.bucket,
+        })
     }
 
     fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError> {
@@ -253,6 +314,6 @@ impl crate::Backend for S3Backend {
     }
 
     async fn probe(&self) -> Result<(), BackendError> {
-        probe_operator(&self.operator, self.config.read_only_probe).await
+        probe_operator(&self.operator, self.config.probe).await
     }
 }

@@ -1,4 +1,4 @@
-//! Secrets in the configuration: kept out of logs and of `valet config check`.
+//! Secrets in backend and service configuration: kept out of logs and of `valet config check`.
 
 use std::fmt;
 
