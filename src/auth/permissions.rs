@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use biscuit_auth::builder::{fact, string, Policy};
+use biscuit_auth::builder::{fact, string, Check, Policy};
 use biscuit_auth::error::{FailedCheck, Logic, RunLimit, Token as TokenError};
 use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits, Biscuit, KeyPair};
 
@@ -184,21 +184,38 @@ fn refusal(error: &TokenError) -> AuthError {
         | TokenError::FailedLogic(Logic::NoMatchingPolicy { checks }) => checks,
         other => return unevaluable(other),
     };
-    let time_only = |rule: &str| {
-        rule.contains("time(")
-            && !["operation(", "resource(", "file("]
-                .iter()
-                .any(|p| rule.contains(p))
-    };
     let expired = checks.iter().any(|c| match c {
-        FailedCheck::Block(b) => time_only(&b.rule),
-        FailedCheck::Authorizer(a) => time_only(&a.rule),
+        FailedCheck::Block(b) => reads_time_only(&b.rule),
+        FailedCheck::Authorizer(a) => reads_time_only(&a.rule),
     });
     if expired {
         expired_token()
     } else {
         AuthError::Forbidden("the token does not allow this operation".into())
     }
+}
+
+/// The facts valet adds for the request itself; the time is the other one.
+const REQUEST_FACTS: [&str; 3] = ["operation", "resource", "file"];
+
+/// Whether the check printed as `rule` reads the time and none of the request's
+/// facts, so its failure means "expired" rather than "not allowed for this request".
+fn reads_time_only(rule: &str) -> bool {
+    // The authorizer printed the check itself, so it parses; should it ever not, the
+    // answer is 403: claiming expiry would send the client to fetch a new token that
+    // the same check may refuse again.
+    let Ok(check) = rule.parse::<Check>() else {
+        return false;
+    };
+    let predicates = || {
+        check
+            .queries
+            .iter()
+            .flat_map(|query| &query.body)
+            .map(|predicate| predicate.name.as_str())
+    };
+    predicates().any(|name| name == "time")
+        && !predicates().any(|name| REQUEST_FACTS.contains(&name))
 }
 
 #[cfg(test)]
@@ -254,5 +271,82 @@ mod tests {
             .build(&KeyPair::new())
             .unwrap();
         assert_eq!(PlainToken::recognise(&extra, &identity()), None);
+    }
+
+    /// A token minted to last an hour, then attenuated with `check`.
+    fn attenuated(check: &str) -> Biscuit {
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let block = biscuit_auth::builder::BlockBuilder::new()
+            .check(check)
+            .unwrap();
+        minted(Some(later)).append(block).unwrap()
+    }
+
+    fn read_request() -> Request<'static> {
+        Request {
+            operation: Operation::Read,
+            resource: "acme/devices/dev-1",
+            file: None,
+        }
+    }
+
+    #[test]
+    fn an_expired_attenuation_is_unauthenticated() {
+        let token = attenuated("check if time($t), $t < 2020-01-01T00:00:00Z");
+        let verdict = authorize(&token, None, &read_request());
+        assert!(
+            matches!(verdict, Err(AuthError::Unauthenticated(_))),
+            "{verdict:?}"
+        );
+        assert!(matches!(
+            expired(&token, None),
+            Some(AuthError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_check_about_the_request_is_forbidden() {
+        let token = attenuated("check if operation(\"write\")");
+        let verdict = authorize(&token, None, &read_request());
+        assert!(
+            matches!(verdict, Err(AuthError::Forbidden(_))),
+            "{verdict:?}"
+        );
+        assert!(expired(&token, None).is_none());
+    }
+
+    #[test]
+    fn a_failed_check_reading_the_time_and_the_request_is_forbidden() {
+        let token = attenuated("check if time($t), $t < 2020-01-01T00:00:00Z, operation(\"read\")");
+        let verdict = authorize(&token, None, &read_request());
+        assert!(
+            matches!(verdict, Err(AuthError::Forbidden(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn time_only_is_decided_by_predicate_names_not_by_text() {
+        assert!(reads_time_only(
+            "check if time($t), $t <= 2020-01-01T00:00:00Z"
+        ));
+        // A string that merely looks like a request fact does not read one.
+        assert!(reads_time_only(
+            "check if time($t), $t <= 2020-01-01T00:00:00Z, \"operation(\" != \"x\""
+        ));
+        // Nor does a predicate whose name merely ends in `time`.
+        assert!(!reads_time_only("check if uptime($t), $t > 3"));
+        assert!(!reads_time_only("check if operation(\"read\")"));
+        assert!(!reads_time_only(
+            "check if time($t), $t <= 2020-01-01T00:00:00Z or resource(\"acme/shared\")"
+        ));
+        assert!(!reads_time_only(
+            "check if time($t), $t <= 2020-01-01T00:00:00Z, file($f)"
+        ));
+    }
+
+    #[test]
+    fn an_unparsable_check_is_forbidden_rather_than_expired() {
+        assert!(!reads_time_only("time( is not datalog"));
     }
 }

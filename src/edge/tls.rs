@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -46,6 +46,7 @@ impl CertificateStore {
     }
 
     /// Reads the files again; on failure the previous certificate stays in use.
+    /// Blocking file I/O: the watcher runs it on the blocking pool.
     pub fn reload(&self) -> anyhow::Result<()> {
         let stamp = modified(&self.cert_path, &self.key_path);
         let key = read_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
@@ -62,6 +63,19 @@ impl CertificateStore {
         }
         self.reload()?;
         Ok(true)
+    }
+
+    /// Runs `reload` on the blocking pool: it stats and reads files, which would
+    /// stall every connection served by this executor thread meanwhile. A reload
+    /// that panicked or was cancelled is a failed reload, not a stopped watcher.
+    async fn off_the_executor(
+        self: &Arc<Self>,
+        reload: fn(&Self) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<bool> {
+        let store = Arc::clone(self);
+        actix_web::rt::task::spawn_blocking(move || reload(&store))
+            .await
+            .unwrap_or_else(|e| Err(anyhow!("the reload task did not finish: {e}")))
     }
 
     /// Reloads on SIGHUP and, when `interval` is non-zero, when the files change.
@@ -91,10 +105,11 @@ impl CertificateStore {
                         None => std::future::pending().await,
                     }
                 };
-                let result = tokio::select! {
-                    _ = on_signal => store.reload().map(|()| true),
-                    _ = on_tick => store.reload_if_changed(),
+                let reload: fn(&Self) -> anyhow::Result<bool> = tokio::select! {
+                    _ = on_signal => |store| store.reload().map(|()| true),
+                    _ = on_tick => Self::reload_if_changed,
                 };
+                let result = store.off_the_executor(reload).await;
                 match result {
                     Ok(true) => {
                         tracing::info!(cert = %store.cert_path.display(), "TLS certificate reloaded")

@@ -1,11 +1,15 @@
 //! `/openapi.json` (generated from the handlers and types) and the `/docs` page.
 
+use std::collections::BTreeMap;
+
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{files, health, objects, storage_events};
+use crate::problem::{ErrorCode, Problem};
 
 /// The OpenAPI description of valet's HTTP API.
 #[derive(OpenApi)]
@@ -47,6 +51,82 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Declares a type listing the problem documents a route answers with, for its
+/// `#[utoipa::path(responses(...))]`: one `application/problem+json` response per
+/// status, described by its codes. Codes joined by `|` share the note after `=>`.
+///
+/// ```text
+/// problem_responses!(
+///     /// The problems of `POST /v1/files/{id}/complete`.
+///     CompleteFileProblems: NotFound, SizeMismatch | ChecksumMismatch => "object deleted"
+/// );
+/// ```
+macro_rules! problem_responses {
+    (@note) => { None };
+    (@note $note:literal) => { Some($note) };
+    ($(#[$doc:meta])* $name:ident: $($($code:ident)|+ $(=> $note:literal)?),+ $(,)?) => {
+        $(#[$doc])*
+        struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::Response>,
+            > {
+                $crate::routes::docs::problem_responses_by_status(&[$(
+                    $crate::routes::docs::ProblemCodes {
+                        codes: &[$($crate::problem::ErrorCode::$code),+],
+                        note: $crate::routes::docs::problem_responses!(@note $($note)?),
+                    }
+                ),+])
+            }
+        }
+    };
+}
+pub(crate) use problem_responses;
+
+/// Error codes documented together, with what they mean on this route.
+pub(crate) struct ProblemCodes {
+    /// The codes.
+    pub codes: &'static [ErrorCode],
+    /// Appended to their description, when the code alone does not say enough.
+    pub note: Option<&'static str>,
+}
+
+/// One problem response per status among `entries`, described as its codes joined
+/// by "or", then the notes.
+pub(crate) fn problem_responses_by_status(
+    entries: &[ProblemCodes],
+) -> BTreeMap<String, RefOr<Response>> {
+    let mut by_status: BTreeMap<u16, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    for entry in entries {
+        for code in entry.codes {
+            let (codes, notes) = by_status.entry(code.status().as_u16()).or_default();
+            codes.push(code.as_str());
+            if let Some(note) = entry.note.filter(|note| !notes.contains(note)) {
+                notes.push(note);
+            }
+        }
+    }
+    by_status
+        .into_iter()
+        .map(|(status, (codes, notes))| {
+            let mut description = codes.join(" or ");
+            if !notes.is_empty() {
+                description = format!("{description}: {}", notes.join("; "));
+            }
+            let problem = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(Problem::name())))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/problem+json", problem)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/docs",
@@ -65,4 +145,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }),
     )
     .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_sharing_a_status_are_one_response_with_their_notes() {
+        let responses = problem_responses_by_status(&[
+            ProblemCodes {
+                codes: &[ErrorCode::NotFound],
+                note: None,
+            },
+            ProblemCodes {
+                codes: &[ErrorCode::SizeMismatch, ErrorCode::ChecksumMismatch],
+                note: Some("nothing stored"),
+            },
+        ]);
+        let described: Vec<(&str, &str)> = responses
+            .iter()
+            .map(|(status, response)| match response {
+                RefOr::T(response) => (status.as_str(), response.description.as_str()),
+                RefOr::Ref(_) => panic!("{status}: a reference, not a response"),
+            })
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("404", "not_found"),
+                ("422", "size_mismatch or checksum_mismatch: nothing stored"),
+            ]
+        );
+        let RefOr::T(response) = &responses["422"] else {
+            panic!("422: a reference, not a response");
+        };
+        let content = &response.content["application/problem+json"];
+        assert!(matches!(
+            &content.schema,
+            Some(RefOr::Ref(r)) if r.ref_location == "#/components/schemas/Problem"
+        ));
+    }
 }

@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use valet_backends::SignedRequest;
 
 use super::caller;
+use super::docs::problem_responses;
 use crate::domain::{File, FileId};
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::{CreateUpload, FileService, ListRequest};
@@ -85,18 +86,19 @@ fn file_id(raw: &str) -> Result<FileId, ApiError> {
         .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such file (file ids are UUIDs)"))
 }
 
+problem_responses!(
+    /// The problems `POST /v1/files` answers with.
+    CreateFileProblems: InvalidRequest, Unauthenticated, Forbidden, PayloadTooLarge,
+        UnsupportedMediaType, Unavailable
+);
+
 /// Create an upload: records a pending file and returns the signed PUT.
 #[utoipa::path(
     post, path = "/v1/files", tag = "files",
     request_body = CreateUpload,
     responses(
         (status = 201, description = "Upload created", body = CreatedUpload),
-        (status = 400, description = "invalid_request", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "unavailable", body = crate::problem::Problem, content_type = "application/problem+json"),
+        CreateFileProblems,
     ),
     security(("bearer" = []))
 )]
@@ -115,15 +117,18 @@ pub async fn create_file(
         }))
 }
 
+problem_responses!(
+    /// The problems `GET /v1/files/{id}` answers with.
+    GetFileProblems: Unauthenticated, Forbidden, NotFound
+);
+
 /// A file's metadata.
 #[utoipa::path(
     get, path = "/v1/files/{id}", tag = "files",
     params(("id" = String, Path, description = "File id (UUID)")),
     responses(
         (status = 200, description = "The file", body = File),
-        (status = 401, description = "unauthenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = crate::problem::Problem, content_type = "application/problem+json"),
+        GetFileProblems,
     ),
     security(("bearer" = []))
 )]
@@ -137,18 +142,19 @@ pub async fn get_file(
     Ok(HttpResponse::Ok().json(service.get(&who, id).await?))
 }
 
+problem_responses!(
+    /// The problems `POST /v1/files/{id}/complete` answers with.
+    CompleteFileProblems: Unauthenticated, Forbidden, NotFound, UploadMissing, Conflict,
+        SizeMismatch | ChecksumMismatch => "file rejected, object deleted", Unavailable
+);
+
 /// Verify the stored object and mark the file uploaded (idempotent).
 #[utoipa::path(
     post, path = "/v1/files/{id}/complete", tag = "files",
     params(("id" = String, Path, description = "File id (UUID)")),
     responses(
         (status = 200, description = "The uploaded file", body = File),
-        (status = 401, description = "unauthenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "upload_missing or conflict", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "size_mismatch or checksum_mismatch (file rejected, object deleted)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "unavailable", body = crate::problem::Problem, content_type = "application/problem+json"),
+        CompleteFileProblems,
     ),
     security(("bearer" = []))
 )]
@@ -162,6 +168,11 @@ pub async fn complete_file(
     Ok(HttpResponse::Ok().json(service.complete(&who, id).await?))
 }
 
+problem_responses!(
+    /// The problems `GET /v1/files/{id}/download` answers with.
+    DownloadFileProblems: Unauthenticated, NotFound, NotUploaded
+);
+
 /// Sign a download of an uploaded file.
 #[utoipa::path(
     get, path = "/v1/files/{id}/download", tag = "files",
@@ -169,9 +180,7 @@ pub async fn complete_file(
     responses(
         (status = 200, description = "The download to perform", body = SignedRequestBody),
         (status = 307, description = "Redirect to the signed URL (with redirect=true)"),
-        (status = 401, description = "unauthenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "not_uploaded", body = crate::problem::Problem, content_type = "application/problem+json"),
+        DownloadFileProblems,
     ),
     security(("bearer" = []))
 )]
@@ -192,15 +201,18 @@ pub async fn download_file(
     Ok(HttpResponse::Ok().json(SignedRequestBody::from(signed)))
 }
 
+problem_responses!(
+    /// The problems `GET /v1/files` answers with.
+    ListFilesProblems: InvalidRequest, Unauthenticated, NotFound => "another device's root"
+);
+
 /// List files, newest first, with keyset pagination.
 #[utoipa::path(
     get, path = "/v1/files", tag = "files",
     params(ListRequest),
     responses(
         (status = 200, description = "One page of files", body = FileList),
-        (status = 400, description = "invalid_request", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (another device's root)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        ListFilesProblems,
     ),
     security(("bearer" = []))
 )]
@@ -217,15 +229,18 @@ pub async fn list_files(
     }))
 }
 
+problem_responses!(
+    /// The problems `DELETE /v1/files/{id}` answers with.
+    DeleteFileProblems: Unauthenticated, Forbidden, NotFound
+);
+
 /// Delete a file: the object is removed and the file marked deleted (idempotent).
 #[utoipa::path(
     delete, path = "/v1/files/{id}", tag = "files",
     params(("id" = String, Path, description = "File id (UUID)")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "unauthenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = crate::problem::Problem, content_type = "application/problem+json"),
+        DeleteFileProblems,
     ),
     security(("bearer" = []))
 )]

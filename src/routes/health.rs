@@ -7,6 +7,7 @@ use http_api_problem::HttpApiProblem;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::docs::problem_responses;
 use crate::metadata::Ping;
 use crate::notifier::BrokerStatus;
 use crate::service::FileService;
@@ -38,11 +39,16 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
+problem_responses!(
+    /// The problem `GET /readyz` answers with.
+    ReadinessProblems: Unavailable => "a dependency is down; `checks` names it"
+);
+
 /// The database and every storage backend answer.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "A dependency is down; `checks` names it", body = crate::problem::Problem, content_type = "application/problem+json"),
+        ReadinessProblems,
     ))]
 pub async fn readyz(service: web::Data<FileService>) -> HttpResponse {
     let checks = readiness(&service).await;

@@ -7,6 +7,7 @@ use chrono::Utc;
 use tokio_util::io::ReaderStream;
 use valet_backends::local::{DataPlaneError, LocalBackend};
 
+use super::docs::problem_responses;
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 
@@ -52,6 +53,12 @@ fn local_backend<'a>(service: &'a FileService, name: &str) -> Result<&'a LocalBa
     })
 }
 
+problem_responses!(
+    /// The problems `PUT /v1/objects/{backend}/{key}` answers with.
+    PutObjectProblems: Forbidden => "tampered, foreign or expired URL",
+        SizeMismatch | ChecksumMismatch => "nothing stored"
+);
+
 /// Upload bytes with a signed URL from `POST /v1/files` (local backend only).
 #[utoipa::path(
     put, path = "/v1/objects/{backend}/{key}", tag = "local storage",
@@ -66,8 +73,7 @@ fn local_backend<'a>(service: &'a FileService, name: &str) -> Result<&'a LocalBa
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "Stored: the body had exactly the signed length and digest"),
-        (status = 403, description = "forbidden: tampered, foreign or expired URL", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "size_mismatch or checksum_mismatch; nothing stored", body = crate::problem::Problem, content_type = "application/problem+json"),
+        PutObjectProblems,
     )
 )]
 pub async fn put_object(
@@ -97,6 +103,11 @@ pub async fn put_object(
     Ok(HttpResponse::Ok().finish())
 }
 
+problem_responses!(
+    /// The problems `GET /v1/objects/{backend}/{key}` answers with.
+    GetObjectProblems: Forbidden => "tampered or expired URL", NotFound => "the object is gone"
+);
+
 /// Download bytes with a signed URL from `GET /v1/files/{id}/download` (local backend only).
 #[utoipa::path(
     get, path = "/v1/objects/{backend}/{key}", tag = "local storage",
@@ -110,8 +121,7 @@ pub async fn put_object(
     ),
     responses(
         (status = 200, description = "The object", content_type = "application/octet-stream"),
-        (status = 403, description = "forbidden: tampered or expired URL", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found: the object is gone", body = crate::problem::Problem, content_type = "application/problem+json"),
+        GetObjectProblems,
     )
 )]
 pub async fn get_object(

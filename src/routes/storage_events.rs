@@ -9,6 +9,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::bearer;
+use super::docs::problem_responses;
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 use crate::storage_events::{self, Document, DocumentError, StorageEvent};
@@ -58,6 +59,14 @@ pub struct ValidationResponse {
     pub validation_response: String,
 }
 
+problem_responses!(
+    /// The problems `POST /v1/storage-events/{backend}` answers with.
+    StorageEventsProblems: InvalidRequest => "not a storage event document",
+        Unauthenticated => "missing or wrong secret",
+        NotFound => "storage events are not enabled for this backend",
+        Unavailable => "storage or database down; the store should deliver again"
+);
+
 /// Accept storage event notifications for one backend.
 #[utoipa::path(
     post, path = "/v1/storage-events/{backend}", tag = "storage events",
@@ -65,10 +74,7 @@ pub struct ValidationResponse {
     request_body(content = Object, description = "S3/MinIO event notification, SNS notification, EventBridge event, or Azure Event Grid events"),
     responses(
         (status = 200, description = "Every entry processed (see each result), or Event Grid's validation answer", body = EventsProcessed),
-        (status = 400, description = "invalid_request: not a storage event document", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated: missing or wrong secret", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found: storage events are not enabled for this backend", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "unavailable: storage or database down; the store should deliver again", body = crate::problem::Problem, content_type = "application/problem+json"),
+        StorageEventsProblems,
     ),
     security(("bearer" = []))
 )]
