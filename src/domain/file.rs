@@ -111,8 +111,16 @@ fn has_control(s: &str) -> bool {
 }
 
 /// A file name: 1–1024 bytes of UTF-8 without control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct FileName(String);
+
+impl TryFrom<String> for FileName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
 
 impl FileName {
     /// Validates a name.
@@ -133,8 +141,16 @@ impl FileName {
 }
 
 /// A media type such as `image/png`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct ContentType(String);
+
+impl TryFrom<String> for ContentType {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
 
 impl ContentType {
     /// Validates a media type (`type/subtype` with optional parameters, ≤ 255 bytes).
@@ -160,8 +176,16 @@ impl Default for ContentType {
 }
 
 /// Caller metadata: string keys and values, at most 8 KiB in all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>")]
 pub struct FileMetadata(BTreeMap<String, String>);
+
+impl TryFrom<BTreeMap<String, String>> for FileMetadata {
+    type Error = String;
+    fn try_from(map: BTreeMap<String, String>) -> Result<Self, String> {
+        Self::parse(map)
+    }
+}
 
 /// Largest total size of metadata keys and values.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;

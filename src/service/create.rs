@@ -3,23 +3,30 @@
 
 use super::*;
 
-/// Body of `POST /v1/files`, as received (validated by [`FileService::create`]).
+/// Body of `POST /v1/files`, parsed into domain types as it is deserialized; the
+/// size limit (configuration) and the target root (caller) are checked by
+/// [`FileService::create`].
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateFileBody)]
 pub struct CreateUpload {
     /// 1–1024 bytes of UTF-8 without control characters (metadata only).
-    pub name: String,
+    #[schema(value_type = String)]
+    pub name: FileName,
     /// Exact length in bytes, 1 to `uploads.max_upload_bytes`.
     pub size: u64,
     /// SHA-256 of the content, 64 hex characters.
-    pub sha256: String,
+    #[schema(value_type = String)]
+    pub sha256: Sha256,
     /// Media type (default `application/octet-stream`).
-    pub content_type: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub content_type: Option<ContentType>,
     /// String metadata, at most 8 KiB in all.
-    pub metadata: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub metadata: Option<FileMetadata>,
     /// Upload into this device's root (service tokens only).
-    pub device_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub device_id: Option<DeviceId>,
     /// Upload into the tenant's shared root (service tokens only).
     pub shared: Option<bool>,
 }
@@ -41,8 +48,7 @@ impl FileService {
         request: CreateUpload,
     ) -> Result<(File, SignedRequest), ApiError> {
         let identity = &who.identity;
-        let root = target_root(identity, request.device_id.as_deref(), request.shared)?;
-        let name = FileName::parse(&request.name).map_err(ApiError::invalid)?;
+        let root = target_root(identity, request.device_id, request.shared)?;
         if request.size == 0 {
             return Err(ApiError::invalid("size must be at least 1 byte"));
         }
@@ -53,14 +59,8 @@ impl FileService {
                 format!("size {} exceeds the limit of {max} bytes", request.size),
             ));
         }
-        let sha256 =
-            Sha256::parse_hex(&request.sha256).map_err(|e| ApiError::invalid(e.to_string()))?;
-        let content_type = match &request.content_type {
-            Some(ct) => ContentType::parse(ct).map_err(ApiError::invalid)?,
-            None => ContentType::default(),
-        };
-        let metadata =
-            FileMetadata::parse(request.metadata.unwrap_or_default()).map_err(ApiError::invalid)?;
+        let content_type = request.content_type.unwrap_or_default();
+        let metadata = request.metadata.unwrap_or_default();
 
         let decision = identity.may(Operation::Write, &identity.tenant, &root);
         self.authorize(
@@ -84,9 +84,9 @@ impl FileService {
             object_key: object_key(&identity.tenant, &root, &id),
             tenant_id: identity.tenant.clone(),
             device_id: root.device().cloned(),
-            name: name.as_str().to_owned(),
+            name: request.name.as_str().to_owned(),
             size: request.size,
-            sha256,
+            sha256: request.sha256,
             content_type: content_type.as_str().to_owned(),
             status: FileStatus::Pending,
             backend: backend.clone(),
@@ -119,7 +119,7 @@ impl FileService {
 /// The root an upload goes to: a device's own, or (services only) the one named.
 fn target_root(
     identity: &Identity,
-    device_id: Option<&str>,
+    device_id: Option<DeviceId>,
     shared: Option<bool>,
 ) -> Result<Root, ApiError> {
     let shared = shared.unwrap_or(false);
@@ -131,16 +131,14 @@ fn target_root(
     match &identity.principal {
         Principal::Device(me) => match device_id {
             None if !shared => Ok(Root::Device(me.clone())),
-            Some(d) if d == me.as_str() => Ok(Root::Device(me.clone())),
+            Some(d) if &d == me => Ok(Root::Device(d)),
             _ => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "device_id and shared are for service tokens only",
             )),
         },
         Principal::Service(_) => match device_id {
-            Some(d) => Ok(Root::Device(
-                DeviceId::parse(d).map_err(|e| ApiError::invalid(e.to_string()))?,
-            )),
+            Some(d) => Ok(Root::Device(d)),
             None if shared => Ok(Root::Shared),
             None => Err(ApiError::invalid(
                 "a service token must name the target root: device_id or shared=true",

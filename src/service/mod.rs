@@ -15,7 +15,6 @@ pub use create::CreateUpload;
 pub use query::{ListRequest, Page};
 
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::Addr;
