@@ -2,6 +2,7 @@
 //! SQLite through diesel, on a pool of dedicated threads (diesel is blocking).
 
 pub mod db;
+mod file_records;
 mod group_commit;
 mod outbox;
 mod reconcile;
@@ -17,16 +18,18 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-use crate::domain::{File, FileId, FileStatus, Root, TenantId};
+use crate::domain::File;
 use crate::events::{file_event, EventContext, EventKind};
 use crate::telemetry::metrics;
 use db::{DbConnection, DbPool};
+pub use file_records::{GetFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded, Transition};
 pub use group_commit::GroupCommit;
-pub use outbox::{ClaimOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed};
+pub use outbox::{
+    ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,
+};
 pub use reconcile::{ClaimOverdue, ExpireMany, PendingBacklog, PurgeFinished, RetentionDue};
+use rows::NewOutboxRow;
 pub use rows::OutboxEntry;
-use rows::{FileRow, NewOutboxRow};
-use schema::files;
 
 /// Owns the database pool; run it in a `SyncArbiter` with one thread per connection.
 pub struct MetadataStore {
@@ -158,78 +161,10 @@ impl From<rows::CorruptRow> for StoreError {
     }
 }
 
-/// Result of a guarded status change.
-#[derive(Debug, Clone)]
-pub enum Transition {
-    /// This call changed the status (and recorded the event).
-    Changed(File),
-    /// The file already had the target status; nothing was recorded.
-    Unchanged(File),
-    /// The file is in a status the change does not start from.
-    Conflict(File),
-    /// No such file.
-    NotFound,
-}
-
-/// Look a file up by id.
-#[derive(Message)]
-#[rtype(result = "Result<Option<File>, StoreError>")]
-pub struct GetFile(pub FileId);
-
-/// One page of a tenant's files, newest first.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<File>, StoreError>")]
-pub struct ListFiles {
-    /// Tenant whose files are listed.
-    pub tenant: TenantId,
-    /// Only this root (all roots of the tenant when `None`).
-    pub root: Option<Root>,
-    /// Only this status (all but deleted when `None`).
-    pub status: Option<FileStatus>,
-    /// Only files with ids below this one (the keyset cursor).
-    pub before: Option<FileId>,
-    /// Page size.
-    pub limit: i64,
-}
-
-/// `pending` → `uploaded`, recording `io.valet.file.uploaded`.
-#[derive(Message)]
-#[rtype(result = "Result<Transition, StoreError>")]
-pub struct MarkUploaded(pub FileId);
-
-/// `pending` → `rejected`, recording `io.valet.file.rejected`.
-#[derive(Message)]
-#[rtype(result = "Result<Transition, StoreError>")]
-pub struct MarkRejected(pub FileId);
-
-/// Any live status → `deleted`; `io.valet.file.deleted` when it had been uploaded.
-#[derive(Message)]
-#[rtype(result = "Result<Transition, StoreError>")]
-pub struct MarkDeleted(pub FileId);
-
-/// Outbox entries, oldest first.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<OutboxEntry>, StoreError>")]
-pub struct ListOutbox {
-    /// Include entries already published.
-    pub include_published: bool,
-    /// At most this many.
-    pub limit: i64,
-}
-
 /// Check the database answers.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Ping;
-
-fn load(conn: &mut DbConnection, id: &str) -> Result<Option<File>, StoreError> {
-    let row = files::table
-        .filter(files::id.eq(id))
-        .select(FileRow::as_select())
-        .first(conn)
-        .optional()?;
-    Ok(row.map(FileRow::into_file).transpose()?)
-}
 
 impl MetadataStore {
     fn record_event(
@@ -255,65 +190,6 @@ impl MetadataStore {
             .execute(conn)?;
         Ok(())
     }
-
-    /// Moves a file from one of `from` to `to` in one transaction, recording `event`
-    /// when the change happened. The `WHERE status IN (…)` guard makes concurrent
-    /// callers race in the database: exactly one of them changes the row.
-    fn transition(
-        &self,
-        id: FileId,
-        from: &[FileStatus],
-        to: FileStatus,
-        event: impl Fn(FileStatus) -> Option<EventKind>,
-    ) -> Result<Transition, StoreError> {
-        let mut conn = self.conn()?;
-        let id = id.to_string();
-        conn.transaction::<_, StoreError, _>(|conn| {
-            // Read the current status after taking the row's write lock (the UPDATE
-            // comes first), so the event matches the status actually left.
-            let now = now_micros();
-            for &previous in from {
-                let uploaded_at = if to == FileStatus::Uploaded {
-                    Some(now.naive_utc())
-                } else {
-                    None
-                };
-                let target = files::table
-                    .filter(files::id.eq(&id))
-                    .filter(files::status.eq(previous.as_str()));
-                let changed = if to == FileStatus::Uploaded {
-                    diesel::update(target)
-                        .set((
-                            files::status.eq(to.as_str()),
-                            files::updated_at.eq(now.naive_utc()),
-                            files::uploaded_at.eq(uploaded_at),
-                        ))
-                        .execute(conn)?
-                } else {
-                    diesel::update(target)
-                        .set((
-                            files::status.eq(to.as_str()),
-                            files::updated_at.eq(now.naive_utc()),
-                        ))
-                        .execute(conn)?
-                };
-                if changed == 1 {
-                    let file = load(conn, &id)?.ok_or_else(|| {
-                        StoreError::Internal(format!("file {id} vanished inside a transaction"))
-                    })?;
-                    if let Some(kind) = event(previous) {
-                        self.record_event(conn, kind, &file, now)?;
-                    }
-                    return Ok(Transition::Changed(file));
-                }
-            }
-            Ok(match load(conn, &id)? {
-                None => Transition::NotFound,
-                Some(file) if file.status == to => Transition::Unchanged(file),
-                Some(file) => Transition::Conflict(file),
-            })
-        })
-    }
 }
 
 /// Now, at the precision every supported database stores.
@@ -321,106 +197,6 @@ pub fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     let micros = now.timestamp_micros();
     DateTime::from_timestamp_micros(micros).unwrap_or(now)
-}
-
-impl Handler<GetFile> for MetadataStore {
-    type Result = Result<Option<File>, StoreError>;
-    fn handle(&mut self, msg: GetFile, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
-        load(&mut conn, &msg.0.to_string())
-    }
-}
-
-impl Handler<ListFiles> for MetadataStore {
-    type Result = Result<Vec<File>, StoreError>;
-    fn handle(&mut self, msg: ListFiles, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
-        // Built once per backend and loaded through the concrete connection: rows
-        // then decode without the multi-backend indirection, which a page of a
-        // hundred rows otherwise pays on every column.
-        macro_rules! page_query {
-            () => {{
-                let mut query = files::table
-                    .filter(files::tenant_id.eq(msg.tenant.as_str()))
-                    .select(FileRow::as_select())
-                    .order(files::id.desc())
-                    .limit(msg.limit)
-                    .into_boxed();
-                match &msg.root {
-                    Some(Root::Device(d)) => query = query.filter(files::device_id.eq(d.as_str())),
-                    Some(Root::Shared) => query = query.filter(files::device_id.is_null()),
-                    None => {}
-                }
-                query = match msg.status {
-                    Some(status) => query.filter(files::status.eq(status.as_str())),
-                    None => query.filter(files::status.ne(FileStatus::Deleted.as_str())),
-                };
-                if let Some(before) = msg.before {
-                    query = query.filter(files::id.lt(before.to_string()));
-                }
-                query
-            }};
-        }
-        let rows: Vec<FileRow> = match &mut *conn {
-            DbConnection::Postgresql(pg) => page_query!().load(pg)?,
-            DbConnection::Sqlite(sqlite) => page_query!().load(sqlite)?,
-        };
-        rows.into_iter()
-            .map(|r| r.into_file().map_err(StoreError::from))
-            .collect()
-    }
-}
-
-impl Handler<MarkUploaded> for MetadataStore {
-    type Result = Result<Transition, StoreError>;
-    fn handle(&mut self, msg: MarkUploaded, _: &mut Self::Context) -> Self::Result {
-        self.transition(msg.0, &[FileStatus::Pending], FileStatus::Uploaded, |_| {
-            Some(EventKind::Uploaded)
-        })
-    }
-}
-
-impl Handler<MarkRejected> for MetadataStore {
-    type Result = Result<Transition, StoreError>;
-    fn handle(&mut self, msg: MarkRejected, _: &mut Self::Context) -> Self::Result {
-        self.transition(msg.0, &[FileStatus::Pending], FileStatus::Rejected, |_| {
-            Some(EventKind::Rejected)
-        })
-    }
-}
-
-impl Handler<MarkDeleted> for MetadataStore {
-    type Result = Result<Transition, StoreError>;
-    fn handle(&mut self, msg: MarkDeleted, _: &mut Self::Context) -> Self::Result {
-        self.transition(
-            msg.0,
-            &[
-                FileStatus::Uploaded,
-                FileStatus::Pending,
-                FileStatus::Rejected,
-                FileStatus::Expired,
-            ],
-            FileStatus::Deleted,
-            // Only an uploaded file was ever announced, so only its deletion is news.
-            |previous| (previous == FileStatus::Uploaded).then_some(EventKind::Deleted),
-        )
-    }
-}
-
-impl Handler<ListOutbox> for MetadataStore {
-    type Result = Result<Vec<OutboxEntry>, StoreError>;
-    fn handle(&mut self, msg: ListOutbox, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
-        let mut query = schema::outbox::table
-            .select(OutboxEntry::as_select())
-            .order(schema::outbox::seq.asc())
-            .limit(msg.limit)
-            .into_boxed();
-        if !msg.include_published {
-            query = query.filter(schema::outbox::published_at.is_null());
-        }
-        Ok(query.load(&mut conn)?)
-    }
 }
 
 impl MetadataStore {

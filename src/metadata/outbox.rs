@@ -1,4 +1,5 @@
-//! The outbox queries the relay ([`crate::notifier::relay`]) runs: claim rows to
+//! The outbox: listing it (`valet events`) and the queries the relay
+//! ([`crate::notifier::relay`]) runs: claim rows to
 //! publish (each file's events in order, one instance per row), mark them
 //! published or failed, prune, measure the backlog.
 
@@ -176,5 +177,31 @@ impl Handler<OutboxBacklog> for MetadataStore {
             .select(diesel::dsl::min(outbox::created_at))
             .first(&mut conn)?;
         Ok((count, oldest.map(|t| t.and_utc())))
+    }
+}
+
+/// Outbox entries, oldest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<OutboxEntry>, StoreError>")]
+pub struct ListOutbox {
+    /// Include entries already published.
+    pub include_published: bool,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl Handler<ListOutbox> for MetadataStore {
+    type Result = Result<Vec<OutboxEntry>, StoreError>;
+    fn handle(&mut self, msg: ListOutbox, _: &mut Self::Context) -> Self::Result {
+        let mut conn = self.conn()?;
+        let mut query = outbox::table
+            .select(OutboxEntry::as_select())
+            .order(outbox::seq.asc())
+            .limit(msg.limit)
+            .into_boxed();
+        if !msg.include_published {
+            query = query.filter(outbox::published_at.is_null());
+        }
+        Ok(query.load(&mut conn)?)
     }
 }
