@@ -7,6 +7,9 @@ pub enum BackendError {
     /// The store could not be reached or answered with an error.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the request as invalid (a part missing or not matching).
+    #[error("refused by the store: {0}")]
+    Refused(String),
     /// A local I/O failure.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

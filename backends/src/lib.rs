@@ -12,6 +12,7 @@ pub mod disposition;
 mod error;
 mod key;
 pub mod local;
+mod multipart;
 mod operator;
 pub mod s3;
 mod secret;
@@ -27,6 +28,7 @@ pub use digest::{Sha256, Sha256ParseError};
 pub use disposition::attachment as content_disposition;
 pub use error::BackendError;
 pub use key::{ObjectKey, ObjectKeyError};
+pub use multipart::{PartSpec, PartToAssemble, StoredPart, UploadId};
 pub use operator::ProbeMode;
 pub use secret::Secret;
 
@@ -116,6 +118,35 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Checks that the store is reachable and usable.
     async fn probe(&self) -> Result<(), BackendError>;
+
+    /// Starts an upload of `key` in parts.
+    async fn start_multipart(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+    ) -> Result<UploadId, BackendError>;
+
+    /// Signs a PUT of one part, binding its length (and SHA-256 where the store can).
+    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError>;
+
+    /// The parts the store holds for an upload, by ascending number.
+    async fn list_parts(
+        &self,
+        key: &ObjectKey,
+        upload: &UploadId,
+    ) -> Result<Vec<StoredPart>, BackendError>;
+
+    /// Assembles `parts`, in order, into the object.
+    async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload: &UploadId,
+        parts: &[PartToAssemble],
+    ) -> Result<(), BackendError>;
+
+    /// Abandons an upload and the parts it holds; an unknown upload is already gone.
+    async fn abort_multipart(&self, key: &ObjectKey, upload: &UploadId)
+        -> Result<(), BackendError>;
 }
 
 /// HTTPS for the cloud backends uses rustls with the ring provider (no OpenSSL, no

@@ -7,6 +7,7 @@
 //! reading the blob. The operations valet performs itself go through OpenDAL (its
 //! own presign cannot set permissions or expiry).
 
+mod blocks;
 pub mod sas;
 
 use async_trait::async_trait;
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::operator::{check_http_url, hash_object, probe_operator};
 use crate::{
     disposition, BackendError, Capabilities, Container, DownloadSpec, MultipartLimits, ObjectKey,
-    ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
+    ObjectStat, PartSpec, PartToAssemble, ProbeMode, Secret, Sha256, SignedRequest, StoredPart,
+    UploadId, UploadSpec,
 };
 use sas::{BlobSas, SasKey};
 
@@ -77,8 +79,21 @@ pub const MULTIPART_LIMITS: MultipartLimits = MultipartLimits {
 pub struct AzblobBackend {
     config: AzblobConfig,
     public_endpoint: url::Url,
+    internal_endpoint: url::Url,
     key: SasKey,
     operator: Operator,
+    http: reqwest::Client,
+}
+
+/// An endpoint as a base URL (with a trailing slash, so joining keeps its path).
+fn base_url(raw: &str) -> Result<url::Url, BackendError> {
+    let mut url =
+        url::Url::parse(raw).map_err(|e| BackendError::Config(format!("endpoint {raw:?}: {e}")))?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// Signed requests may start this much before "now": clocks differ.
@@ -98,12 +113,8 @@ impl AzblobBackend {
             .public_endpoint
             .clone()
             .unwrap_or_else(|| endpoint.clone());
-        let mut public_endpoint = url::Url::parse(&public)
-            .map_err(|e| BackendError::Config(format!("endpoint {public:?}: {e}")))?;
-        if !public_endpoint.path().ends_with('/') {
-            let path = format!("{}/", public_endpoint.path());
-            public_endpoint.set_path(&path);
-        }
+        let public_endpoint = base_url(&public)?;
+        let internal_endpoint = base_url(&endpoint)?;
         let builder = opendal::services::Azblob::default()
             .container(&config.container)
             .endpoint(&endpoint)
@@ -115,14 +126,27 @@ impl AzblobBackend {
         Ok(Self {
             config,
             public_endpoint,
+            internal_endpoint,
             key: SasKey(key),
             operator,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .map_err(|e| BackendError::Config(e.to_string()))?,
         })
     }
 
     fn blob_url(&self, key: &ObjectKey, sas: &BlobSas<'_>) -> Result<url::Url, BackendError> {
-        let mut url = self
-            .public_endpoint
+        self.blob_url_at(&self.public_endpoint, key, sas)
+    }
+
+    fn blob_url_at(
+        &self,
+        endpoint: &url::Url,
+        key: &ObjectKey,
+        sas: &BlobSas<'_>,
+    ) -> Result<url::Url, BackendError> {
+        let mut url = endpoint
             .join(&format!("{}/{}", self.config.container, key.as_str()))
             .map_err(|e| BackendError::Config(format!("blob URL: {e}")))?;
         url.query_pairs_mut().extend_pairs(sas.query(&self.key));
@@ -238,5 +262,46 @@ impl crate::Backend for AzblobBackend {
 
     async fn probe(&self) -> Result<(), BackendError> {
         probe_operator(&self.operator, self.config.probe).await
+    }
+
+    async fn start_multipart(
+        &self,
+        _key: &ObjectKey,
+        _content_type: &str,
+    ) -> Result<UploadId, BackendError> {
+        // Azure has no upload to create: blocks are staged on the blob itself, and
+        // the id only names this upload's blocks.
+        Ok(UploadId::random())
+    }
+
+    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
+        self.sign_block(spec)
+    }
+
+    async fn list_parts(
+        &self,
+        key: &ObjectKey,
+        upload: &UploadId,
+    ) -> Result<Vec<StoredPart>, BackendError> {
+        self.uncommitted_blocks(key, upload).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload: &UploadId,
+        parts: &[PartToAssemble],
+    ) -> Result<(), BackendError> {
+        self.commit_blocks(key, upload, parts).await
+    }
+
+    async fn abort_multipart(
+        &self,
+        _key: &ObjectKey,
+        _upload: &UploadId,
+    ) -> Result<(), BackendError> {
+        // Uncommitted blocks cannot be deleted one by one; Azure discards them a
+        // week after the last block was staged if no block list commits them.
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::signature::{DownloadClaims, UploadClaims};
 use super::{LocalBackend, INCOMING_DIR};
-use crate::{ObjectKey, Sha256};
+use crate::{ObjectKey, Sha256, UploadId};
 
 /// Why a request to the local data plane was refused.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub struct UploadGrant {
     key: ObjectKey,
     size: u64,
     sha256: Sha256,
+    /// The upload and number, when the body is one part of a multipart upload.
+    part: Option<(UploadId, u32)>,
 }
 
 /// A verified permission to read one object.
@@ -85,12 +87,23 @@ impl LocalBackend {
         let expires: i64 = params.number("expires")?;
         let size: u64 = params.number("size")?;
         let sha256_hex = params.get("sha256")?;
+        let part = match (params.optional("upload")?, params.optional("part")?) {
+            (None, None) => None,
+            (Some(upload), Some(number)) => Some((
+                upload,
+                number
+                    .parse::<u32>()
+                    .map_err(|_| DataPlaneError::BadSignature)?,
+            )),
+            _ => return Err(DataPlaneError::BadSignature),
+        };
         let claims = UploadClaims {
             backend: &self.name,
             key: key.as_str(),
             expires,
             size,
             sha256_hex,
+            part,
         };
         if !self.signer.verify_upload(&claims, params.get("signature")?) {
             return Err(DataPlaneError::BadSignature);
@@ -99,7 +112,13 @@ impl LocalBackend {
             return Err(DataPlaneError::Expired);
         }
         let sha256 = Sha256::parse_hex(sha256_hex).map_err(|_| DataPlaneError::BadSignature)?;
-        Ok(UploadGrant { key, size, sha256 })
+        let part = part.map(|(upload, number)| (UploadId::new(upload), number));
+        Ok(UploadGrant {
+            key,
+            size,
+            sha256,
+            part,
+        })
     }
 
     /// Checks a GET's key and query string against its signature.
@@ -170,6 +189,23 @@ impl LocalBackend {
             return Err(e);
         }
 
+        if let Some((upload, number)) = &grant.part {
+            // A part goes beside the others of its upload; its digest was checked on
+            // the way in and is kept by valet, so no digest file.
+            let target = self.part_path(upload, *number)?;
+            match tokio::fs::rename(part.path(), &target).await {
+                Ok(()) => {}
+                // The upload was completed or aborted meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = tokio::fs::remove_file(part.path()).await;
+                    part.disarm();
+                    return Err(DataPlaneError::NotFound);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            part.disarm();
+            return Ok(());
+        }
         let target = self.object_path(&grant.key);
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -250,6 +286,13 @@ impl<'a> QueryParams<'a> {
         match (values.next(), values.next()) {
             (Some((_, v)), None) => Ok(v),
             _ => Err(DataPlaneError::BadSignature),
+        }
+    }
+
+    fn optional(&self, name: &str) -> Result<Option<&str>, DataPlaneError> {
+        match self.0.iter().filter(|(k, _)| k == name).count() {
+            0 => Ok(None),
+            _ => self.get(name).map(Some),
         }
     }
 

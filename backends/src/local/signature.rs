@@ -8,13 +8,14 @@ type HmacSha256 = Hmac<sha2::Sha256>;
 
 const SCHEME: &str = "VALET-HMAC-SHA256";
 
-/// The fields an upload URL binds.
+/// The fields an upload URL binds; a part's URL also binds its upload and number.
 pub(crate) struct UploadClaims<'a> {
     pub backend: &'a str,
     pub key: &'a str,
     pub expires: i64,
     pub size: u64,
     pub sha256_hex: &'a str,
+    pub part: Option<(&'a str, u32)>,
 }
 
 /// The fields a download URL binds.
@@ -30,10 +31,15 @@ pub(crate) struct DownloadClaims<'a> {
 // control characters), so joining with '\n' cannot make two claim sets collide.
 impl UploadClaims<'_> {
     fn canonical(&self) -> String {
-        format!(
+        let whole = format!(
             "{SCHEME}\nPUT\n{}\n{}\n{}\n{}\n{}",
             self.backend, self.key, self.expires, self.size, self.sha256_hex
-        )
+        );
+        // A part's claims have two more lines, so they never equal a whole upload's.
+        match self.part {
+            None => whole,
+            Some((upload, number)) => format!("{whole}\n{upload}\n{number}"),
+        }
     }
 }
 
@@ -103,6 +109,7 @@ mod tests {
             expires: 1_700_000_000,
             size,
             sha256_hex: "00",
+            part: None,
         }
     }
 
@@ -114,6 +121,16 @@ mod tests {
         assert!(!signer.verify_upload(&claims(11), &sig));
         assert!(!UrlSigner::new(b"other".to_vec()).verify_upload(&claims(10), &sig));
         assert!(!signer.verify_upload(&claims(10), "zz"));
+        let part = UploadClaims {
+            part: Some(("u", 1)),
+            ..claims(10)
+        };
+        assert!(!signer.verify_upload(&part, &sig));
+        let other_part = UploadClaims {
+            part: Some(("u", 2)),
+            ..claims(10)
+        };
+        assert!(!signer.verify_upload(&other_part, &signer.sign_upload(&part)));
     }
 
     #[test]
