@@ -30,10 +30,7 @@ async fn other_devices_and_tenants_see_not_found() {
     let stranger = app.service_token("globex", "fleet");
     let stranger_device = app.device_token("globex", "dev-1");
     for token in [&neighbour, &stranger, &stranger_device] {
-        assert_problem(app.get_file(token, id).await, 404, "not_found").await;
-        assert_problem(app.complete(token, id).await, 404, "not_found").await;
-        assert_problem(app.download(token, id).await, 404, "not_found").await;
-        assert_problem(app.delete(token, id).await, 404, "not_found").await;
+        app.assert_not_found_for(token, id).await;
     }
     assert_problem(
         app.list(&neighbour, "device_id=dev-1").await,

@@ -1,3 +1,8 @@
+//! What the API tests share: a spawned valet ([`TestApp`]) with its HTTP calls, test
+//! databases and caches, and (in [`stores`]) the object stores to run on.
+
+pub mod stores;
+
 use std::time::Duration;
 
 use actix::SyncArbiter;
@@ -183,6 +188,13 @@ pub fn body_of(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + i / 7) as u8).collect()
 }
 
+/// A copy of a signed request with header `name` set to `value`.
+pub fn with_header(signed: &Value, name: &str, value: &str) -> Value {
+    let mut copy = signed.clone();
+    copy["headers"][name] = json!(value);
+    copy
+}
+
 /// Asserts a problem+json answer with `status` and `code`; returns the document.
 pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status for {code}");
@@ -332,6 +344,15 @@ impl TestApp {
             .expect("list request")
     }
 
+    /// Asserts that, to `token`, file `id` does not exist: get, complete, download and
+    /// delete all answer 404.
+    pub async fn assert_not_found_for(&self, token: &str, id: &str) {
+        assert_problem(self.get_file(token, id).await, 404, "not_found").await;
+        assert_problem(self.complete(token, id).await, 404, "not_found").await;
+        assert_problem(self.download(token, id).await, 404, "not_found").await;
+        assert_problem(self.delete(token, id).await, 404, "not_found").await;
+    }
+
     /// Create, PUT and complete; returns the uploaded File.
     pub async fn upload(&self, token: &str, bytes: &[u8], extra: Value) -> Value {
         let created = self.create_ok(token, bytes, extra).await;
@@ -381,7 +402,6 @@ impl TestApp {
             .collect()
     }
 
-    /// Every file under the local store's root, the receiving area included.
     /// Runs one SQL statement on the test's database (to age records, say).
     pub async fn execute_sql(&self, sql: String) {
         let url = self.settings.database_url();
@@ -416,6 +436,7 @@ impl TestApp {
         panic!("the file never reached the expected state: {last}");
     }
 
+    /// Every file under the local store's root, the receiving area included.
     pub fn stored_objects(&self) -> Vec<std::path::PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else {

@@ -214,3 +214,19 @@ async fn completion_rejects_a_stored_object_that_does_not_match() {
     assert!(app.stored_objects().is_empty());
     assert_problem(app.download(&token, id).await, 409, "not_uploaded").await;
 }
+
+#[actix_web::test]
+async fn the_download_url_of_a_deleted_file_is_not_found() {
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let file = app.upload(&token, &body_of(100), json!({})).await;
+    let id = file["id"].as_str().unwrap();
+    let signed: Value = app.download(&token, id).await.json().await.unwrap();
+    assert_eq!(app.delete(&token, id).await.status().as_u16(), 204);
+    assert!(
+        app.stored_objects().is_empty(),
+        "{:?}",
+        app.stored_objects()
+    );
+    assert_problem(app.send_signed(&signed, Vec::new()).await, 404, "not_found").await;
+}

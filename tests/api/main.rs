@@ -5,6 +5,7 @@ mod amqp;
 mod auth;
 mod cache;
 mod cloud;
+mod conformance;
 mod edge;
 mod errors;
 mod files;

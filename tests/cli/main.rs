@@ -1,0 +1,12 @@
+//! Black-box tests of the `valet` command line: every test runs the real binary in
+//! its own temporary working directory (so the default `./valet-data` is private to
+//! the test) and, where a server is needed, spawns `valet serve` on a free port.
+//! Covered: configuration checks, keys and tokens, the client commands, graceful
+//! shutdown on signals, and the event relay.
+
+mod client;
+mod config;
+mod helpers;
+mod relay;
+mod signals;
+mod tokens;
