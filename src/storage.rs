@@ -14,8 +14,8 @@ use valet_backends::azblob::AzblobBackend;
 use valet_backends::local::LocalBackend;
 use valet_backends::s3::S3Backend;
 use valet_backends::{
-    Backend, BackendError, Capabilities, Container, DownloadSpec, ObjectKey, ObjectStat, Sha256,
-    SignedRequest, UploadSpec,
+    Backend, BackendError, Capabilities, Container, DownloadSpec, ObjectKey, ObjectStat, PartSpec,
+    PartToAssemble, Sha256, SignedRequest, StoredPart, UploadId, UploadSpec,
 };
 
 /// Why a storage operation failed.
@@ -153,6 +153,66 @@ impl Storage {
                 .with_context(|| format!("storage backend {name:?} is not usable"))?;
         }
         Ok(())
+    }
+
+    /// Starts an upload in parts of `key` on backend `name`.
+    pub async fn start_multipart(
+        &self,
+        name: &str,
+        key: &ObjectKey,
+        content_type: &str,
+    ) -> Result<UploadId, StorageError> {
+        self.backend(name)?
+            .start_multipart(key, content_type)
+            .await
+            .map_err(Self::failed(name))
+    }
+
+    /// Signs the PUT of one part (microseconds: done inline).
+    pub fn sign_part(&self, name: &str, spec: &PartSpec) -> Result<SignedRequest, StorageError> {
+        self.backend(name)?
+            .sign_part(spec)
+            .map_err(Self::failed(name))
+    }
+
+    /// The parts backend `name` holds for an upload, by ascending number.
+    pub async fn list_parts(
+        &self,
+        name: &str,
+        key: &ObjectKey,
+        upload: &UploadId,
+    ) -> Result<Vec<StoredPart>, StorageError> {
+        self.backend(name)?
+            .list_parts(key, upload)
+            .await
+            .map_err(Self::failed(name))
+    }
+
+    /// Assembles `parts`, in order, into the object `key`.
+    pub async fn complete_multipart(
+        &self,
+        name: &str,
+        key: &ObjectKey,
+        upload: &UploadId,
+        parts: &[PartToAssemble],
+    ) -> Result<(), StorageError> {
+        self.backend(name)?
+            .complete_multipart(key, upload, parts)
+            .await
+            .map_err(Self::failed(name))
+    }
+
+    /// Abandons an upload in parts and whatever it holds.
+    pub async fn abort_multipart(
+        &self,
+        name: &str,
+        key: &ObjectKey,
+        upload: &UploadId,
+    ) -> Result<(), StorageError> {
+        self.backend(name)?
+            .abort_multipart(key, upload)
+            .await
+            .map_err(Self::failed(name))
     }
 
     /// The data plane of backend `name`, when valet serves its signed requests itself.

@@ -11,6 +11,7 @@ mod errors;
 mod files;
 mod helpers;
 mod local_store;
+mod multipart;
 mod ops;
 mod postgres;
 mod reconciler;

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use rusty_s3::actions::{CompleteMultipartUpload, CreateMultipartUpload, ListParts, S3Action};
+use rusty_s3::actions::{CompleteMultipartUpload, CreateMultipartUpload, S3Action};
+use serde::Deserialize;
 
 use super::{expires_in, S3Backend};
 use crate::{
@@ -124,18 +125,16 @@ impl S3Backend {
             if !status.is_success() {
                 return Err(store_error("list parts", status, &body));
             }
-            let page = ListParts::parse_response(&body).map_err(|e| {
+            let page: ListPartsResult = quick_xml::de::from_str(&body).map_err(|e| {
                 BackendError::Unavailable(format!("list parts: unreadable answer: {e}"))
             })?;
-            // A full page may have a successor (the truncation flag is not exposed).
-            let full = page.parts.len() >= usize::from(LIST_PAGE);
             parts.extend(page.parts.into_iter().map(|p| StoredPart {
-                number: u32::from(p.number),
+                number: p.number,
                 size: p.size,
                 etag: Some(p.etag),
             }));
             match page.next_part_number_marker {
-                Some(next) if full => marker = Some(next),
+                Some(next) if page.is_truncated => marker = Some(next),
                 _ => break,
             }
         }
@@ -160,7 +159,7 @@ impl S3Backend {
             body.push_str(&format!(
                 "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag><ChecksumSHA256>{}</ChecksumSHA256></Part>",
                 part.number,
-                xml_text(etag),
+                quick_xml::escape::escape(etag),
                 part.sha256.to_base64()
             ));
         }
@@ -206,6 +205,28 @@ impl S3Backend {
     }
 }
 
+/// The answer to `ListParts` (only what valet reads).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListPartsResult {
+    #[serde(default, rename = "Part")]
+    parts: Vec<ListedPart>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_part_number_marker: Option<u16>,
+}
+
+/// One part in a `ListParts` answer.
+#[derive(Deserialize)]
+struct ListedPart {
+    #[serde(rename = "PartNumber")]
+    number: u32,
+    #[serde(rename = "Size")]
+    size: u64,
+    #[serde(rename = "ETag")]
+    etag: String,
+}
+
 /// S3 numbers parts 1 to 10,000.
 fn part_number(number: u32) -> Result<u16, BackendError> {
     u16::try_from(number)
@@ -227,11 +248,4 @@ fn store_error(what: &str, status: reqwest::StatusCode, body: &str) -> BackendEr
     } else {
         BackendError::Unavailable(message)
     }
-}
-
-/// Escapes text for an XML element.
-fn xml_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
