@@ -117,6 +117,43 @@ impl LocalBackend {
         Ok(url)
     }
 
+    /// A signed PUT URL for `size` bytes hashing to `sha256`: the whole object, or
+    /// part `number` of `upload`.
+    fn put_url(
+        &self,
+        key: &ObjectKey,
+        expires_at: DateTime<Utc>,
+        size: u64,
+        sha256: &Sha256,
+        part: Option<(&UploadId, u32)>,
+    ) -> Result<Url, BackendError> {
+        let expires = Self::expires_param(expires_at);
+        let sha256_hex = sha256.to_hex();
+        let signature = self.signer.sign_upload(&UploadClaims {
+            backend: &self.name,
+            key: key.as_str(),
+            expires,
+            size,
+            sha256_hex: &sha256_hex,
+            part: part.map(|(upload, number)| (upload.as_str(), number)),
+        });
+        let mut url = self.object_url(key)?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some((upload, number)) = part {
+                query
+                    .append_pair("upload", upload.as_str())
+                    .append_pair("part", &number.to_string());
+            }
+            query
+                .append_pair("expires", &expires.to_string())
+                .append_pair("size", &size.to_string())
+                .append_pair("sha256", &sha256_hex)
+                .append_pair("signature", &signature);
+        }
+        Ok(url)
+    }
+
     fn expires_param(expires_at: DateTime<Utc>) -> i64 {
         expires_at.timestamp()
     }
@@ -143,22 +180,7 @@ impl Backend for LocalBackend {
     }
 
     fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError> {
-        let expires = Self::expires_param(spec.expires_at);
-        let sha256_hex = spec.sha256.to_hex();
-        let signature = self.signer.sign_upload(&UploadClaims {
-            backend: &self.name,
-            key: spec.key.as_str(),
-            expires,
-            size: spec.size,
-            sha256_hex: &sha256_hex,
-            part: None,
-        });
-        let mut url = self.object_url(&spec.key)?;
-        url.query_pairs_mut()
-            .append_pair("expires", &expires.to_string())
-            .append_pair("size", &spec.size.to_string())
-            .append_pair("sha256", &sha256_hex)
-            .append_pair("signature", &signature);
+        let url = self.put_url(&spec.key, spec.expires_at, spec.size, &spec.sha256, None)?;
         let headers = BTreeMap::from([
             ("content-length".to_owned(), spec.size.to_string()),
             ("content-type".to_owned(), spec.content_type.clone()),

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use sha2::Digest;
 
 use super::data_plane::DataPlaneError;
-use super::signature::UploadClaims;
 use super::{seconds_precision, LocalBackend, INCOMING_DIR};
 use crate::{
     BackendError, ObjectKey, PartSpec, PartToAssemble, Sha256, SignedRequest, StoredPart, UploadId,
@@ -62,24 +61,13 @@ impl LocalBackend {
     }
 
     pub(super) fn sign_part_url(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
-        let expires = spec.expires_at.timestamp();
-        let sha256_hex = spec.sha256.to_hex();
-        let signature = self.signer.sign_upload(&UploadClaims {
-            backend: &self.name,
-            key: spec.key.as_str(),
-            expires,
-            size: spec.size,
-            sha256_hex: &sha256_hex,
-            part: Some((spec.upload.as_str(), spec.number)),
-        });
-        let mut url = self.object_url(&spec.key)?;
-        url.query_pairs_mut()
-            .append_pair("upload", spec.upload.as_str())
-            .append_pair("part", &spec.number.to_string())
-            .append_pair("expires", &expires.to_string())
-            .append_pair("size", &spec.size.to_string())
-            .append_pair("sha256", &sha256_hex)
-            .append_pair("signature", &signature);
+        let url = self.put_url(
+            &spec.key,
+            spec.expires_at,
+            spec.size,
+            &spec.sha256,
+            Some((&spec.upload, spec.number)),
+        )?;
         Ok(SignedRequest {
             method: "PUT".into(),
             url: url.into(),

@@ -211,6 +211,27 @@ impl S3Backend {
     }
 }
 
+/// Presigns a PUT binding `headers`, which the holder must send verbatim.
+fn presigned_put<'a>(
+    mut action: impl S3Action<'a>,
+    headers: &[(&'a str, &'a str)],
+    expires_at: chrono::DateTime<Utc>,
+) -> SignedRequest {
+    for (name, value) in headers {
+        action.headers_mut().insert(*name, *value);
+    }
+    let url = action.sign(expires_in(expires_at));
+    SignedRequest {
+        method: "PUT".into(),
+        url: url.to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        expires_at,
+    }
+}
+
 fn expires_in(expires_at: chrono::DateTime<Utc>) -> Duration {
     let seconds = (expires_at - Utc::now()).num_seconds().max(1);
     Duration::from_secs(seconds as u64)
@@ -244,7 +265,7 @@ impl crate::Backend for S3Backend {
     }
 
     fn sign_upload(&self, spec: &UploadSpec) -> Result<SignedRequest, BackendError> {
-        let mut put = self
+        let put = self
             .signer_bucket
             .put_object(Some(&self.credentials), spec.key.as_str());
         let length = spec.size.to_string();
@@ -255,19 +276,7 @@ impl crate::Backend for S3Backend {
             ("if-none-match", "*"),
             ("x-amz-checksum-sha256", checksum.as_str()),
         ];
-        for (name, value) in headers {
-            put.headers_mut().insert(name, value);
-        }
-        let url = put.sign(expires_in(spec.expires_at));
-        Ok(SignedRequest {
-            method: "PUT".into(),
-            url: url.to_string(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            expires_at: spec.expires_at,
-        })
+        Ok(presigned_put(put, &headers, spec.expires_at))
     }
 
     fn sign_download(&self, spec: &DownloadSpec) -> Result<SignedRequest, BackendError> {

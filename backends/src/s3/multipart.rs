@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusty_s3::actions::{CompleteMultipartUpload, CreateMultipartUpload, S3Action};
 use serde::Deserialize;
 
-use super::{expires_in, S3Backend};
+use super::{presigned_put, S3Backend};
 use crate::{
     BackendError, ObjectKey, PartSpec, PartToAssemble, SignedRequest, StoredPart, UploadId,
 };
@@ -70,7 +70,7 @@ impl S3Backend {
 
     pub(super) fn presign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
         let number = part_number(spec.number)?;
-        let mut put = self.signer_bucket.upload_part(
+        let put = self.signer_bucket.upload_part(
             Some(&self.credentials),
             spec.key.as_str(),
             number,
@@ -82,19 +82,7 @@ impl S3Backend {
             ("content-length", length.as_str()),
             ("x-amz-checksum-sha256", checksum.as_str()),
         ];
-        for (name, value) in headers {
-            put.headers_mut().insert(name, value);
-        }
-        let url = put.sign(expires_in(spec.expires_at));
-        Ok(SignedRequest {
-            method: "PUT".into(),
-            url: url.to_string(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            expires_at: spec.expires_at,
-        })
+        Ok(presigned_put(put, &headers, spec.expires_at))
     }
 
     pub(super) async fn stored_parts(
