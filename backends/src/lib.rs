@@ -28,7 +28,7 @@ pub use digest::{Sha256, Sha256ParseError};
 pub use disposition::attachment as content_disposition;
 pub use error::BackendError;
 pub use key::{ObjectKey, ObjectKeyError};
-pub use multipart::{PartSpec, PartToAssemble, StoredPart, UploadId};
+pub use multipart::{Multipart, PartSpec, PartToAssemble, StoredPart, UploadId};
 pub use operator::ProbeMode;
 pub use secret::Secret;
 
@@ -84,7 +84,7 @@ pub struct ObjectStat {
 
 /// One configured object store.
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: Multipart + Send + Sync + 'static {
     /// Kind of store (`local`, `s3`, `azblob`), used in records and events.
     fn kind(&self) -> &'static str;
 
@@ -118,35 +118,6 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Checks that the store is reachable and usable.
     async fn probe(&self) -> Result<(), BackendError>;
-
-    /// Starts an upload of `key` in parts.
-    async fn start_multipart(
-        &self,
-        key: &ObjectKey,
-        content_type: &str,
-    ) -> Result<UploadId, BackendError>;
-
-    /// Signs a PUT of one part, binding its length (and SHA-256 where the store can).
-    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError>;
-
-    /// The parts the store holds for an upload, by ascending number.
-    async fn list_parts(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-    ) -> Result<Vec<StoredPart>, BackendError>;
-
-    /// Assembles `parts`, in order, into the object.
-    async fn complete_multipart(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-        parts: &[PartToAssemble],
-    ) -> Result<(), BackendError>;
-
-    /// Abandons an upload and the parts it holds; an unknown upload is already gone.
-    async fn abort_multipart(&self, key: &ObjectKey, upload: &UploadId)
-        -> Result<(), BackendError>;
 }
 
 /// HTTPS for the cloud backends uses rustls with the ring provider (no OpenSSL, no

@@ -5,9 +5,44 @@
 //! which parts it holds (`Backend::list_parts`, for resuming), and valet assembles
 //! (`Backend::complete_multipart`) or abandons (`Backend::abort_multipart`) it.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::{ObjectKey, Sha256};
+use crate::{BackendError, ObjectKey, Sha256, SignedRequest};
+
+/// Uploads in parts, which every backend supports (see `Capabilities::multipart`
+/// for each store's bounds).
+#[async_trait]
+pub trait Multipart {
+    /// Starts an upload of `key` in parts.
+    async fn start_multipart(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+    ) -> Result<UploadId, BackendError>;
+
+    /// Signs a PUT of one part, binding its length (and SHA-256 where the store can).
+    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError>;
+
+    /// The parts the store holds for an upload, by ascending number.
+    async fn list_parts(
+        &self,
+        key: &ObjectKey,
+        upload: &UploadId,
+    ) -> Result<Vec<StoredPart>, BackendError>;
+
+    /// Assembles `parts`, in order, into the object.
+    async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload: &UploadId,
+        parts: &[PartToAssemble],
+    ) -> Result<(), BackendError>;
+
+    /// Abandons an upload and the parts it holds.
+    async fn abort_multipart(&self, key: &ObjectKey, upload: &UploadId)
+        -> Result<(), BackendError>;
+}
 
 /// The store's handle on one multipart upload (S3's `UploadId`; for stores without
 /// one, an id valet generates).

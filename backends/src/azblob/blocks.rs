@@ -5,13 +5,15 @@
 //! lists the uncommitted blocks (`Get Block List`) to resume, and commits them in
 //! order with `Put Block List`.
 
+use async_trait::async_trait;
 use base64::Engine;
 use chrono::{Duration, Utc};
 
 use super::sas::BlobSas;
 use super::{AzblobBackend, CLOCK_SKEW_MINUTES};
 use crate::{
-    BackendError, ObjectKey, PartSpec, PartToAssemble, SignedRequest, StoredPart, UploadId,
+    BackendError, Multipart, ObjectKey, PartSpec, PartToAssemble, SignedRequest, StoredPart,
+    UploadId,
 };
 
 /// Lifetime of the SAS valet signs for its own requests.
@@ -66,8 +68,21 @@ impl AzblobBackend {
         url.query_pairs_mut().extend_pairs(operation);
         Ok(url)
     }
+}
 
-    pub(super) fn sign_block(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
+#[async_trait]
+impl Multipart for AzblobBackend {
+    async fn start_multipart(
+        &self,
+        _key: &ObjectKey,
+        _content_type: &str,
+    ) -> Result<UploadId, BackendError> {
+        // Azure has no upload to create: blocks are staged on the blob itself, and
+        // the id only names this upload's blocks.
+        Ok(UploadId::random())
+    }
+
+    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
         let sas = self.sas(&spec.key, "w", spec.expires_at);
         let mut url = self.blob_url(&spec.key, &sas)?;
         url.query_pairs_mut()
@@ -81,7 +96,7 @@ impl AzblobBackend {
         })
     }
 
-    pub(super) async fn uncommitted_blocks(
+    async fn list_parts(
         &self,
         key: &ObjectKey,
         upload: &UploadId,
@@ -132,7 +147,7 @@ impl AzblobBackend {
         Ok(parts)
     }
 
-    pub(super) async fn commit_blocks(
+    async fn complete_multipart(
         &self,
         key: &ObjectKey,
         upload: &UploadId,
@@ -173,6 +188,16 @@ impl AzblobBackend {
         } else {
             BackendError::Unavailable(message)
         })
+    }
+
+    async fn abort_multipart(
+        &self,
+        _key: &ObjectKey,
+        _upload: &UploadId,
+    ) -> Result<(), BackendError> {
+        // Uncommitted blocks cannot be deleted one by one; Azure discards them a
+        // week after the last block was staged if no block list commits them.
+        Ok(())
     }
 }
 

@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::operator::{check_http_url, hash_object, probe_operator};
 use crate::{
     disposition, BackendError, Capabilities, Container, DownloadSpec, MultipartLimits, ObjectKey,
-    ObjectStat, PartSpec, PartToAssemble, ProbeMode, Secret, Sha256, SignedRequest, StoredPart,
-    UploadId, UploadSpec,
+    ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
 };
 use sas::{BlobSas, SasKey};
 
@@ -262,46 +261,5 @@ impl crate::Backend for AzblobBackend {
 
     async fn probe(&self) -> Result<(), BackendError> {
         probe_operator(&self.operator, self.config.probe).await
-    }
-
-    async fn start_multipart(
-        &self,
-        _key: &ObjectKey,
-        _content_type: &str,
-    ) -> Result<UploadId, BackendError> {
-        // Azure has no upload to create: blocks are staged on the blob itself, and
-        // the id only names this upload's blocks.
-        Ok(UploadId::random())
-    }
-
-    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
-        self.sign_block(spec)
-    }
-
-    async fn list_parts(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-    ) -> Result<Vec<StoredPart>, BackendError> {
-        self.uncommitted_blocks(key, upload).await
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-        parts: &[PartToAssemble],
-    ) -> Result<(), BackendError> {
-        self.commit_blocks(key, upload, parts).await
-    }
-
-    async fn abort_multipart(
-        &self,
-        _key: &ObjectKey,
-        _upload: &UploadId,
-    ) -> Result<(), BackendError> {
-        // Uncommitted blocks cannot be deleted one by one; Azure discards them a
-        // week after the last block was staged if no block list commits them.
-        Ok(())
     }
 }

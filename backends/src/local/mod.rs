@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Backend, BackendError, Capabilities, DownloadSpec, ObjectKey, ObjectStat, PartSpec,
-    PartToAssemble, Secret, Sha256, SignedRequest, StoredPart, UploadId, UploadSpec,
+    Backend, BackendError, Capabilities, DownloadSpec, ObjectKey, ObjectStat, Secret, Sha256,
+    SignedRequest, UploadId, UploadSpec,
 };
 pub use data_plane::{DataPlaneError, DownloadGrant, OpenObject, UploadGrant};
 use signature::{DownloadClaims, UploadClaims, UrlSigner};
@@ -271,43 +271,6 @@ impl Backend for LocalBackend {
             )));
         }
         Ok(())
-    }
-
-    async fn start_multipart(
-        &self,
-        _key: &ObjectKey,
-        _content_type: &str,
-    ) -> Result<UploadId, BackendError> {
-        self.create_upload_dir().await
-    }
-
-    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
-        self.sign_part_url(spec)
-    }
-
-    async fn list_parts(
-        &self,
-        _key: &ObjectKey,
-        upload: &UploadId,
-    ) -> Result<Vec<StoredPart>, BackendError> {
-        self.received_parts(upload).await
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-        parts: &[PartToAssemble],
-    ) -> Result<(), BackendError> {
-        self.concatenate(key, upload, parts).await
-    }
-
-    async fn abort_multipart(
-        &self,
-        _key: &ObjectKey,
-        upload: &UploadId,
-    ) -> Result<(), BackendError> {
-        self.remove_upload_dir(upload).await
     }
 }
 

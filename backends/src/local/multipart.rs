@@ -6,12 +6,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use async_trait::async_trait;
 use sha2::Digest;
 
 use super::data_plane::DataPlaneError;
 use super::{seconds_precision, LocalBackend, INCOMING_DIR};
 use crate::{
-    BackendError, ObjectKey, PartSpec, PartToAssemble, Sha256, SignedRequest, StoredPart, UploadId,
+    BackendError, Multipart, ObjectKey, PartSpec, PartToAssemble, Sha256, SignedRequest,
+    StoredPart, UploadId,
 };
 
 /// Directory under [`INCOMING_DIR`] holding the multipart uploads.
@@ -50,8 +52,15 @@ impl LocalBackend {
         }
         Ok(dir)
     }
+}
 
-    pub(super) async fn create_upload_dir(&self) -> Result<UploadId, BackendError> {
+#[async_trait]
+impl Multipart for LocalBackend {
+    async fn start_multipart(
+        &self,
+        _key: &ObjectKey,
+        _content_type: &str,
+    ) -> Result<UploadId, BackendError> {
         let upload = UploadId::random();
         let dir = self
             .upload_dir(&upload)
@@ -60,7 +69,7 @@ impl LocalBackend {
         Ok(upload)
     }
 
-    pub(super) fn sign_part_url(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
+    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
         let url = self.put_url(
             &spec.key,
             spec.expires_at,
@@ -76,8 +85,9 @@ impl LocalBackend {
         })
     }
 
-    pub(super) async fn received_parts(
+    async fn list_parts(
         &self,
+        _key: &ObjectKey,
         upload: &UploadId,
     ) -> Result<Vec<StoredPart>, BackendError> {
         let dir = self.existing_upload_dir(upload)?;
@@ -103,7 +113,7 @@ impl LocalBackend {
         Ok(parts)
     }
 
-    pub(super) async fn concatenate(
+    async fn complete_multipart(
         &self,
         key: &ObjectKey,
         upload: &UploadId,
@@ -142,7 +152,11 @@ impl LocalBackend {
         Ok(())
     }
 
-    pub(super) async fn remove_upload_dir(&self, upload: &UploadId) -> Result<(), BackendError> {
+    async fn abort_multipart(
+        &self,
+        _key: &ObjectKey,
+        upload: &UploadId,
+    ) -> Result<(), BackendError> {
         let Ok(dir) = self.upload_dir(upload) else {
             return Ok(());
         };

@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::operator::{check_http_url, hash_object, probe_operator};
 use crate::{
     disposition, BackendError, Capabilities, Container, DownloadSpec, MultipartLimits, ObjectKey,
-    ObjectStat, PartSpec, PartToAssemble, ProbeMode, Secret, Sha256, SignedRequest, StoredPart,
-    UploadId, UploadSpec,
+    ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
 };
 
 /// `[backends.<name>]` with `kind = "s3"`: AWS S3 or an S3-compatible store
@@ -327,42 +326,5 @@ impl crate::Backend for S3Backend {
 
     async fn probe(&self) -> Result<(), BackendError> {
         probe_operator(&self.operator, self.config.probe).await
-    }
-
-    async fn start_multipart(
-        &self,
-        key: &ObjectKey,
-        content_type: &str,
-    ) -> Result<UploadId, BackendError> {
-        self.create_upload(key, content_type).await
-    }
-
-    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
-        self.presign_part(spec)
-    }
-
-    async fn list_parts(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-    ) -> Result<Vec<StoredPart>, BackendError> {
-        self.stored_parts(key, upload).await
-    }
-
-    async fn complete_multipart(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-        parts: &[PartToAssemble],
-    ) -> Result<(), BackendError> {
-        self.assemble(key, upload, parts).await
-    }
-
-    async fn abort_multipart(
-        &self,
-        key: &ObjectKey,
-        upload: &UploadId,
-    ) -> Result<(), BackendError> {
-        self.abort_upload(key, upload).await
     }
 }

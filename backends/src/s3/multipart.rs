@@ -10,8 +10,11 @@ use rusty_s3::actions::{CompleteMultipartUpload, CreateMultipartUpload, S3Action
 use serde::Deserialize;
 
 use super::{presigned_put, S3Backend};
+use async_trait::async_trait;
+
 use crate::{
-    BackendError, ObjectKey, PartSpec, PartToAssemble, SignedRequest, StoredPart, UploadId,
+    BackendError, Multipart, ObjectKey, PartSpec, PartToAssemble, SignedRequest, StoredPart,
+    UploadId,
 };
 
 /// Lifetime of the requests valet signs for itself.
@@ -37,8 +40,11 @@ impl S3Backend {
             .map_err(|e| BackendError::Unavailable(format!("{what}: {e}")))?;
         Ok((status, body))
     }
+}
 
-    pub(super) async fn create_upload(
+#[async_trait]
+impl Multipart for S3Backend {
+    async fn start_multipart(
         &self,
         key: &ObjectKey,
         content_type: &str,
@@ -68,7 +74,7 @@ impl S3Backend {
         Ok(UploadId::new(created.upload_id()))
     }
 
-    pub(super) fn presign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
+    fn sign_part(&self, spec: &PartSpec) -> Result<SignedRequest, BackendError> {
         let number = part_number(spec.number)?;
         let put = self.signer_bucket.upload_part(
             Some(&self.credentials),
@@ -85,7 +91,7 @@ impl S3Backend {
         Ok(presigned_put(put, &headers, spec.expires_at))
     }
 
-    pub(super) async fn stored_parts(
+    async fn list_parts(
         &self,
         key: &ObjectKey,
         upload: &UploadId,
@@ -130,13 +136,13 @@ impl S3Backend {
         Ok(parts)
     }
 
-    pub(super) async fn assemble(
+    async fn complete_multipart(
         &self,
         key: &ObjectKey,
         upload: &UploadId,
         parts: &[PartToAssemble],
     ) -> Result<(), BackendError> {
-        let stored = self.stored_parts(key, upload).await?;
+        let stored = self.list_parts(key, upload).await?;
         let mut body = String::from("<CompleteMultipartUpload>");
         for part in parts {
             let etag = stored
@@ -173,7 +179,7 @@ impl S3Backend {
         Ok(())
     }
 
-    pub(super) async fn abort_upload(
+    async fn abort_multipart(
         &self,
         key: &ObjectKey,
         upload: &UploadId,
