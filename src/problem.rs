@@ -39,6 +39,13 @@ pub enum ErrorCode {
     SizeMismatch,
     /// 422: the stored object's SHA-256 differs from the declared digest.
     ChecksumMismatch,
+    /// 400: a parts request names a part number below 1 or above the part count.
+    InvalidPart,
+    /// 409: completion was asked for with parts missing (`missing_parts` lists them).
+    UploadIncomplete,
+    /// 422: a stored part has the wrong length for its position, or other bytes
+    /// than declared; the file is `rejected`.
+    PartMismatch,
     /// 503: a dependency (database, storage) is unavailable; retry later.
     Unavailable,
     /// 500: a bug; the log has details under the request id.
@@ -54,12 +61,14 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::Conflict | ErrorCode::UploadMissing | ErrorCode::NotUploaded => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::Conflict
+            | ErrorCode::UploadMissing
+            | ErrorCode::NotUploaded
+            | ErrorCode::UploadIncomplete => StatusCode::CONFLICT,
+            ErrorCode::InvalidPart => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => {
+            ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch | ErrorCode::PartMismatch => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +92,9 @@ impl ErrorCode {
             ErrorCode::NotUploaded => "not_uploaded",
             ErrorCode::SizeMismatch => "size_mismatch",
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::InvalidPart => "invalid_part",
+            ErrorCode::UploadIncomplete => "upload_incomplete",
+            ErrorCode::PartMismatch => "part_mismatch",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -134,6 +146,8 @@ pub struct Problem {
 pub struct ApiError {
     code: ErrorCode,
     detail: String,
+    /// Extension members of the problem document (RFC 9457 §3.2).
+    members: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -142,12 +156,19 @@ impl ApiError {
         Self {
             code,
             detail: detail.into(),
+            members: Vec::new(),
         }
     }
 
     /// Its code.
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    /// Adds an extension member to the problem document.
+    pub fn with_member(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.members.push((name, value));
+        self
     }
 
     /// 400 `invalid_request`.
@@ -193,6 +214,9 @@ impl ResponseError for ApiError {
             .title(status.canonical_reason().unwrap_or("Error"))
             .detail(self.detail.clone())
             .value("code", &self.code.as_str());
+        let problem = self.members.iter().fold(problem, |problem, (name, value)| {
+            problem.value(*name, value)
+        });
         let mut response = problem.to_actix_response();
         let headers = response.headers_mut();
         match self.code {
@@ -261,14 +285,20 @@ impl From<crate::auth::AuthError> for ApiError {
 /// `complete`'s answer: the file once uploaded, else the problem saying why not.
 pub fn completion_answer(
     completion: crate::domain::Completion,
-) -> Result<crate::domain::File, ApiError> {
-    use crate::domain::Completion;
+) -> Result<crate::domain::Completed, ApiError> {
+    use crate::domain::{Completed, Completion};
     match completion {
-        Completion::Uploaded(file) => Ok(*file),
+        Completion::Uploaded(file) => Ok(Completed::Uploaded(*file)),
+        Completion::Verifying(file) => Ok(Completed::Verifying(*file)),
         Completion::Missing => Err(ApiError::new(
             ErrorCode::UploadMissing,
             "no object has been uploaded for this file yet",
         )),
+        Completion::PartsMissing(missing) => Err(ApiError::new(
+            ErrorCode::UploadIncomplete,
+            format!("{} parts have not been uploaded yet", missing.len()),
+        )
+        .with_member("missing_parts", serde_json::json!(missing))),
         Completion::SizeMismatch { stored, declared } => Err(ApiError::new(
             ErrorCode::SizeMismatch,
             format!("the stored object is {stored} bytes; {declared} were declared"),
@@ -277,6 +307,7 @@ pub fn completion_answer(
             ErrorCode::ChecksumMismatch,
             "the stored object's SHA-256 differs from the declared one",
         )),
+        Completion::PartMismatch(detail) => Err(ApiError::new(ErrorCode::PartMismatch, detail)),
         Completion::Finished(status) => Err(ApiError::new(
             ErrorCode::Conflict,
             format!("the file is {status} and cannot be completed"),

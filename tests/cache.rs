@@ -104,6 +104,7 @@ fn sample_file() -> File {
         created_at: now,
         uploaded_at: None,
         upload_expires_at: now + TimeDelta::minutes(15),
+        parts: None,
     }
 }
 

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DeviceId, File, FileId, FileStatus, ObjectKey, Sha256, TenantId};
+use crate::domain::{DeviceId, File, FileId, FileStatus, ObjectKey, PartPlan, Sha256, TenantId};
+use valet_backends::UploadId;
 
 #[derive(Serialize, Deserialize)]
 struct CachedFile {
@@ -24,6 +25,11 @@ struct CachedFile {
     uploaded_at: Option<DateTime<Utc>>,
     object_key: String,
     upload_expires_at: DateTime<Utc>,
+    // Absent from entries cached before uploads in parts existed.
+    #[serde(default)]
+    part_size: Option<u64>,
+    #[serde(default)]
+    multipart_upload_id: Option<String>,
 }
 
 impl From<&File> for CachedFile {
@@ -43,6 +49,8 @@ impl From<&File> for CachedFile {
             uploaded_at: f.uploaded_at,
             object_key: f.object_key.as_str().to_owned(),
             upload_expires_at: f.upload_expires_at,
+            part_size: f.parts.as_ref().map(|p| p.part_size),
+            multipart_upload_id: f.parts.as_ref().map(|p| p.upload_id.as_str().to_owned()),
         }
     }
 }
@@ -71,6 +79,13 @@ impl TryFrom<CachedFile> for File {
             uploaded_at: c.uploaded_at,
             object_key: ObjectKey::parse(&c.object_key).map_err(|e| format!("object_key: {e}"))?,
             upload_expires_at: c.upload_expires_at,
+            parts: match (c.part_size, c.multipart_upload_id) {
+                (Some(part_size), Some(upload)) => Some(PartPlan {
+                    part_size,
+                    upload_id: UploadId::new(upload),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -116,6 +131,10 @@ mod tests {
             created_at: Utc::now(),
             uploaded_at: Some(Utc::now()),
             upload_expires_at: Utc::now(),
+            parts: Some(PartPlan {
+                part_size: 5 * 1024 * 1024,
+                upload_id: UploadId::new("upload-1"),
+            }),
         }
     }
 

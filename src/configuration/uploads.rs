@@ -19,14 +19,26 @@ pub struct UploadSettings {
     pub upload_url_ttl_secs: u64,
     /// Lifetime of download URLs, in seconds.
     pub download_url_ttl_secs: u64,
+    /// Files larger than this are uploaded in parts (a file of exactly this size is not).
+    pub multipart_threshold_bytes: u64,
+    /// Part size when the device asks for none (raised when the store's part count
+    /// limit needs larger parts).
+    pub default_part_size_bytes: u64,
+    /// How long a multipart upload may take, in seconds; after it the reconciler
+    /// aborts it and the file expires.
+    pub multipart_ttl_secs: u64,
 }
 
 impl Default for UploadSettings {
     fn default() -> Self {
         Self {
-            max_upload_bytes: 5 * 1024 * 1024 * 1024,
+            // S3's largest object.
+            max_upload_bytes: 5 * 1024 * 1024 * 1024 * 1024,
             upload_url_ttl_secs: 15 * 60,
             download_url_ttl_secs: 15 * 60,
+            multipart_threshold_bytes: 64 * 1024 * 1024,
+            default_part_size_bytes: 16 * 1024 * 1024,
+            multipart_ttl_secs: 24 * 60 * 60,
         }
     }
 }
@@ -42,6 +54,17 @@ impl UploadSettings {
                 bail!("{what} must be between 1 and {MAX_URL_TTL_SECS} seconds");
             }
         }
-        at_least_one(&[("uploads.max_upload_bytes", self.max_upload_bytes)])
+        at_least_one(&[
+            ("uploads.max_upload_bytes", self.max_upload_bytes),
+            (
+                "uploads.multipart_threshold_bytes",
+                self.multipart_threshold_bytes,
+            ),
+            (
+                "uploads.default_part_size_bytes",
+                self.default_part_size_bytes,
+            ),
+            ("uploads.multipart_ttl_secs", self.multipart_ttl_secs),
+        ])
     }
 }

@@ -8,6 +8,13 @@ use super::{File, FileStatus};
 pub enum Completion {
     /// The file is `uploaded`: now, or it already was.
     Uploaded(Box<File>),
+    /// The file is `verifying`: valet assembles and checks it off the request path.
+    Verifying(Box<File>),
+    /// Parts of a multipart upload are not stored yet (their numbers); it stays `pending`.
+    PartsMissing(Vec<u64>),
+    /// A stored part has the wrong length for its position, or the store refused
+    /// to assemble the parts declared: the file is `rejected`.
+    PartMismatch(String),
     /// No object is stored for the file yet; it stays `pending`.
     Missing,
     /// The stored object has another length than declared: the file is `rejected`.
@@ -21,4 +28,29 @@ pub enum Completion {
     ChecksumMismatch,
     /// The file had already ended (`rejected`, `expired`, `deleted`).
     Finished(FileStatus),
+}
+
+/// A completion the API answers with a file: 200 when uploaded, 202 while verifying.
+#[derive(Debug, Clone)]
+pub enum Completed {
+    /// Verified and `uploaded`.
+    Uploaded(File),
+    /// Accepted; `verifying` until the check off the request path ends.
+    Verifying(File),
+}
+
+impl Completion {
+    /// A short name of the outcome, for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Completion::Uploaded(_) => "uploaded",
+            Completion::Verifying(_) => "verifying",
+            Completion::Missing => "missing",
+            Completion::PartsMissing(_) => "parts_missing",
+            Completion::PartMismatch(_) => "part_mismatch",
+            Completion::SizeMismatch { .. } => "size_mismatch",
+            Completion::ChecksumMismatch => "checksum_mismatch",
+            Completion::Finished(_) => "finished",
+        }
+    }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{DeviceId, FileId, ObjectKey, Root, Sha256, TenantId};
+use super::{DeviceId, FileId, ObjectKey, PartPlan, Root, Sha256, TenantId};
 
 /// A file as valet records it and the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -42,9 +42,12 @@ pub struct File {
     /// Where the object lives in its backend.
     #[serde(skip)]
     pub object_key: ObjectKey,
-    /// When the upload URL stops working.
+    /// When the upload URL stops working (for a multipart upload: its deadline).
     #[serde(skip)]
     pub upload_expires_at: DateTime<Utc>,
+    /// The parts of a multipart upload; `None` for a single PUT.
+    #[serde(skip)]
+    pub parts: Option<PartPlan>,
 }
 
 impl File {
@@ -63,6 +66,8 @@ impl File {
 pub enum FileStatus {
     /// Upload URL issued; bytes not yet verified.
     Pending,
+    /// Completed by its device; valet is assembling and checking the stored bytes.
+    Verifying,
     /// Stored and verified.
     Uploaded,
     /// Stored bytes did not match the declaration; the object was deleted.
@@ -78,6 +83,7 @@ impl FileStatus {
     pub const fn as_str(&self) -> &'static str {
         match self {
             FileStatus::Pending => "pending",
+            FileStatus::Verifying => "verifying",
             FileStatus::Uploaded => "uploaded",
             FileStatus::Rejected => "rejected",
             FileStatus::Deleted => "deleted",
@@ -91,6 +97,7 @@ impl FromStr for FileStatus {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "pending" => Ok(FileStatus::Pending),
+            "verifying" => Ok(FileStatus::Verifying),
             "uploaded" => Ok(FileStatus::Uploaded),
             "rejected" => Ok(FileStatus::Rejected),
             "deleted" => Ok(FileStatus::Deleted),

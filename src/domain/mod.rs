@@ -5,12 +5,14 @@ mod completion;
 mod cursor;
 mod file;
 mod ids;
+mod parts;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
-pub use completion::Completion;
+pub use completion::{Completed, Completion};
 pub use cursor::Cursor;
 pub use file::{
     object_key, ContentType, File, FileMetadata, FileName, FileStatus, MAX_METADATA_BYTES,
 };
 pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
+pub use parts::{choose_part_size, PartPlan, PartSizeError};
 pub use valet_backends::{ObjectKey, Sha256};

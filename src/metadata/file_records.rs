@@ -45,12 +45,17 @@ pub struct ListFiles {
     pub limit: i64,
 }
 
-/// `pending` → `uploaded`, recording `io.valet.file.uploaded`.
+/// `pending` → `verifying` (no event: nothing is decided yet).
+#[derive(Message)]
+#[rtype(result = "Result<Transition, StoreError>")]
+pub struct MarkVerifying(pub FileId);
+
+/// `pending` or `verifying` → `uploaded`, recording `io.valet.file.uploaded`.
 #[derive(Message)]
 #[rtype(result = "Result<Transition, StoreError>")]
 pub struct MarkUploaded(pub FileId);
 
-/// `pending` → `rejected`, recording `io.valet.file.rejected`.
+/// `pending` or `verifying` → `rejected`, recording `io.valet.file.rejected`.
 #[derive(Message)]
 #[rtype(result = "Result<Transition, StoreError>")]
 pub struct MarkRejected(pub FileId);
@@ -109,6 +114,9 @@ impl MetadataStore {
                         .set((
                             files::status.eq(to.as_str()),
                             files::updated_at.eq(now.naive_utc()),
+                            // A new status starts without a lease (a `verifying`
+                            // file is claimed by the verifier at once).
+                            files::reconcile_after.eq(None::<chrono::NaiveDateTime>),
                         ))
                         .execute(conn)?
                 };
@@ -179,21 +187,36 @@ impl Handler<ListFiles> for MetadataStore {
     }
 }
 
+impl Handler<MarkVerifying> for MetadataStore {
+    type Result = Result<Transition, StoreError>;
+    fn handle(&mut self, msg: MarkVerifying, _: &mut Self::Context) -> Self::Result {
+        self.transition(msg.0, &[FileStatus::Pending], FileStatus::Verifying, |_| {
+            None
+        })
+    }
+}
+
 impl Handler<MarkUploaded> for MetadataStore {
     type Result = Result<Transition, StoreError>;
     fn handle(&mut self, msg: MarkUploaded, _: &mut Self::Context) -> Self::Result {
-        self.transition(msg.0, &[FileStatus::Pending], FileStatus::Uploaded, |_| {
-            Some(EventKind::Uploaded)
-        })
+        self.transition(
+            msg.0,
+            &[FileStatus::Pending, FileStatus::Verifying],
+            FileStatus::Uploaded,
+            |_| Some(EventKind::Uploaded),
+        )
     }
 }
 
 impl Handler<MarkRejected> for MetadataStore {
     type Result = Result<Transition, StoreError>;
     fn handle(&mut self, msg: MarkRejected, _: &mut Self::Context) -> Self::Result {
-        self.transition(msg.0, &[FileStatus::Pending], FileStatus::Rejected, |_| {
-            Some(EventKind::Rejected)
-        })
+        self.transition(
+            msg.0,
+            &[FileStatus::Pending, FileStatus::Verifying],
+            FileStatus::Rejected,
+            |_| Some(EventKind::Rejected),
+        )
     }
 }
 
@@ -205,6 +228,7 @@ impl Handler<MarkDeleted> for MetadataStore {
             &[
                 FileStatus::Uploaded,
                 FileStatus::Pending,
+                FileStatus::Verifying,
                 FileStatus::Rejected,
                 FileStatus::Expired,
             ],

@@ -5,6 +5,7 @@ pub mod db;
 mod file_records;
 mod group_commit;
 mod outbox;
+mod parts;
 mod reconcile;
 mod rows;
 mod schema;
@@ -22,11 +23,14 @@ use crate::domain::File;
 use crate::events::{file_event, EventContext, EventKind};
 use crate::telemetry::metrics;
 use db::{DbConnection, DbPool};
-pub use file_records::{GetFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded, Transition};
+pub use file_records::{
+    GetFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded, MarkVerifying, Transition,
+};
 pub use group_commit::GroupCommit;
 pub use outbox::{
     ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,
 };
+pub use parts::{ClaimVerifying, GetPartHashes, RecordPartHashes};
 pub use reconcile::{ClaimOverdue, ExpireMany, PendingBacklog, PurgeFinished, RetentionDue};
 use rows::NewOutboxRow;
 pub use rows::OutboxEntry;

@@ -6,7 +6,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::{files, outbox};
-use crate::domain::{DeviceId, File, FileId, FileStatus, ObjectKey, Sha256, TenantId};
+use crate::domain::{DeviceId, File, FileId, FileStatus, ObjectKey, PartPlan, Sha256, TenantId};
+use valet_backends::UploadId;
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = files)]
@@ -26,6 +27,8 @@ pub(super) struct FileRow {
     pub updated_at: NaiveDateTime,
     pub uploaded_at: Option<NaiveDateTime>,
     pub upload_expires_at: NaiveDateTime,
+    pub part_size: Option<i64>,
+    pub multipart_upload_id: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -96,6 +99,11 @@ impl FileRow {
             updated_at: file.created_at.naive_utc(),
             uploaded_at: file.uploaded_at.map(|t| t.naive_utc()),
             upload_expires_at: file.upload_expires_at.naive_utc(),
+            part_size: file
+                .parts
+                .as_ref()
+                .map(|p| i64::try_from(p.part_size).unwrap_or(i64::MAX)),
+            multipart_upload_id: file.parts.as_ref().map(|p| p.upload_id.as_str().to_owned()),
         }
     }
 
@@ -129,6 +137,14 @@ impl FileRow {
             uploaded_at: self.uploaded_at.map(utc),
             object_key: ObjectKey::parse(&self.object_key).map_err(|_| bad("object_key"))?,
             upload_expires_at: utc(self.upload_expires_at),
+            parts: match (self.part_size, self.multipart_upload_id) {
+                (None, None) => None,
+                (Some(size), Some(upload)) => Some(PartPlan {
+                    part_size: u64::try_from(size).map_err(|_| bad("part_size"))?,
+                    upload_id: UploadId::new(upload),
+                }),
+                _ => return Err(bad("part_size without multipart_upload_id")),
+            },
         })
     }
 }

@@ -18,6 +18,16 @@ diesel::table! {
         uploaded_at -> Nullable<Timestamp>,
         upload_expires_at -> Timestamp,
         reconcile_after -> Nullable<Timestamp>,
+        part_size -> Nullable<BigInt>,
+        multipart_upload_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    file_parts (file_id, number) {
+        file_id -> Text,
+        number -> Integer,
+        sha256 -> Text,
     }
 }
 
@@ -38,4 +48,4 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(files, outbox);
+diesel::allow_tables_to_appear_in_same_query!(files, outbox, file_parts);

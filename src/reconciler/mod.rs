@@ -87,8 +87,11 @@ impl Actor for Reconciler {
     }
 }
 
-/// One full pass: overdue uploads, retention, purge, backlog metrics.
+/// One full pass: files awaiting verification, overdue uploads, retention, purge,
+/// backlog metrics.
 pub async fn run_pass(service: &FileService) {
+    // Files completed while no verifier ran (a restart, a failed attempt).
+    while service.verify_claimed(None).await > 0 {}
     reconcile_overdue(service).await;
     apply_retention(service).await;
     purge(service).await;
@@ -205,11 +208,15 @@ async fn settle_batch(service: &FileService, batch: Vec<File>) -> Vec<(File, Out
 /// object (the file is to expire).
 async fn settle_present(service: &FileService, file: &File) -> Option<Outcome> {
     match service.verify_and_complete(file.clone()).await {
-        Ok(Completion::Uploaded(_)) => Some(Outcome::Completed),
-        Ok(Completion::SizeMismatch { .. } | Completion::ChecksumMismatch) => {
-            Some(Outcome::Rejected)
-        }
-        Ok(Completion::Missing) => None,
+        // Completed by its device (verifying) or now: either way it is not overdue.
+        Ok(Completion::Uploaded(_) | Completion::Verifying(_)) => Some(Outcome::Completed),
+        Ok(
+            Completion::SizeMismatch { .. }
+            | Completion::ChecksumMismatch
+            | Completion::PartMismatch(_),
+        ) => Some(Outcome::Rejected),
+        // Missing parts past the upload's deadline: it expires (and is aborted).
+        Ok(Completion::Missing | Completion::PartsMissing(_)) => None,
         Ok(Completion::Finished(_)) => Some(Outcome::Skipped),
         Err(e) => {
             tracing::warn!(file_id = %file.id, error = %e, "cannot reconcile a file now; retrying later");

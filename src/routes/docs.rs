@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{files, health, objects, storage_events};
+use super::{files, health, objects, parts, storage_events};
 use crate::problem::{ErrorCode, Problem};
 
 /// The OpenAPI description of valet's HTTP API.
@@ -18,14 +18,17 @@ use crate::problem::{ErrorCode, Problem};
         Errors are RFC 9457 application/problem+json with a stable `code`."),
     paths(
         files::create_file, files::list_files, files::get_file, files::complete_file,
-        files::download_file, files::delete_file,
+        files::download_file, files::delete_file, parts::sign_parts, parts::list_parts,
         objects::put_object, objects::get_object,
         storage_events::storage_events,
         health::healthz, health::readyz, health::render_metrics,
     ),
     components(schemas(
         crate::domain::File, crate::domain::FileStatus,
-        crate::service::CreateUpload, files::CreatedUpload, files::SignedRequestBody, files::FileList,
+        crate::service::CreateUpload, files::CreatedUpload, files::UploadBody, files::MultipartBody,
+        files::SignedRequestBody, files::FileList, parts::PartsRequest, parts::SignedParts,
+        crate::service::PartRequest, crate::service::SignedPart, crate::service::PartsReport,
+        crate::service::HeldPart,
         health::Health, crate::problem::Problem, crate::problem::ErrorCode,
         storage_events::EventsProcessed, storage_events::EventResult,
         storage_events::ValidationResponse,

@@ -11,9 +11,9 @@ use valet_backends::SignedRequest;
 
 use super::caller;
 use super::docs::problem_responses;
-use crate::domain::{File, FileId};
+use crate::domain::{Completed, File, FileId};
 use crate::problem::{ApiError, ErrorCode};
-use crate::service::{CreateUpload, FileService, ListRequest};
+use crate::service::{CreateUpload, FileService, ListRequest, Upload};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -27,7 +27,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete_file)),
     )
     .service(web::resource("/v1/files/{id}/complete").route(web::post().to(complete_file)))
-    .service(web::resource("/v1/files/{id}/download").route(web::get().to(download_file)));
+    .service(web::resource("/v1/files/{id}/download").route(web::get().to(download_file)))
+    .service(
+        web::resource("/v1/files/{id}/parts")
+            .route(web::post().to(super::parts::sign_parts))
+            .route(web::get().to(super::parts::list_parts)),
+    );
 }
 
 /// A request to send to storage exactly as given.
@@ -55,13 +60,52 @@ impl From<SignedRequest> for SignedRequestBody {
     }
 }
 
+/// How to send a new file's bytes: `mode` says which.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum UploadBody {
+    /// One PUT of the whole file, sent exactly as given.
+    Single(SignedRequestBody),
+    /// Parts: ask for their URLs with `POST /v1/files/{id}/parts`.
+    Multipart(MultipartBody),
+}
+
+/// An upload in parts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MultipartBody {
+    /// Length of every part but the last.
+    pub part_size: u64,
+    /// Number of parts.
+    pub part_count: u64,
+    /// The upload's deadline (RFC 3339, UTC): after it the upload is aborted and
+    /// the file expires. Each part URL has its own, shorter, expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<Upload> for UploadBody {
+    fn from(upload: Upload) -> Self {
+        match upload {
+            Upload::Single(request) => UploadBody::Single(request.into()),
+            Upload::Multipart {
+                part_size,
+                part_count,
+                expires_at,
+            } => UploadBody::Multipart(MultipartBody {
+                part_size,
+                part_count,
+                expires_at,
+            }),
+        }
+    }
+}
+
 /// Answer to `POST /v1/files`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedUpload {
     /// The pending file.
     pub file: File,
     /// The upload to perform.
-    pub upload: SignedRequestBody,
+    pub upload: UploadBody,
 }
 
 /// Answer to `GET /v1/files`.
@@ -81,7 +125,7 @@ pub struct DownloadParams {
     pub redirect: Option<bool>,
 }
 
-fn file_id(raw: &str) -> Result<FileId, ApiError> {
+pub(super) fn file_id(raw: &str) -> Result<FileId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such file (file ids are UUIDs)"))
 }
@@ -144,8 +188,10 @@ pub async fn get_file(
 
 problem_responses!(
     /// The problems `POST /v1/files/{id}/complete` answers with.
-    CompleteFileProblems: Unauthenticated, Forbidden, NotFound, UploadMissing, Conflict,
-        SizeMismatch | ChecksumMismatch => "file rejected, object deleted", Unavailable
+    CompleteFileProblems: Unauthenticated, Forbidden, NotFound, UploadMissing,
+        UploadIncomplete => "parts are missing: `missing_parts` lists their numbers", Conflict,
+        SizeMismatch | ChecksumMismatch | PartMismatch => "file rejected, object deleted",
+        Unavailable
 );
 
 /// Verify the stored object and mark the file uploaded (idempotent).
@@ -154,6 +200,7 @@ problem_responses!(
     params(("id" = String, Path, description = "File id (UUID)")),
     responses(
         (status = 200, description = "The uploaded file", body = File),
+        (status = 202, description = "Accepted: the file is `verifying` (uploads in parts, and large files the store keeps no SHA-256 for, are assembled and hashed off the request path); ask again or watch for the event", body = File),
         CompleteFileProblems,
     ),
     security(("bearer" = []))
@@ -165,7 +212,10 @@ pub async fn complete_file(
 ) -> Result<HttpResponse, ApiError> {
     let id = file_id(&id)?;
     let who = caller(&req, &service).await?;
-    Ok(HttpResponse::Ok().json(service.complete(&who, id).await?))
+    Ok(match service.complete(&who, id).await? {
+        Completed::Uploaded(file) => HttpResponse::Ok().json(file),
+        Completed::Verifying(file) => HttpResponse::Accepted().json(file),
+    })
 }
 
 problem_responses!(

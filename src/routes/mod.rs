@@ -4,6 +4,7 @@ mod docs;
 mod files;
 mod health;
 mod objects;
+mod parts;
 mod storage_events;
 
 use actix_web::body::{BoxBody, MessageBody};

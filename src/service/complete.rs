@@ -1,14 +1,24 @@
 //! Completing an upload: the stored object is checked against the declaration, by
 //! `complete`, by storage events and by the reconciler alike.
 
+use futures_util::stream;
+
 use super::*;
-use crate::domain::Completion;
+use crate::domain::{Completed, Completion};
+use crate::metadata::{ClaimVerifying, MarkVerifying};
+
+/// Files one verifier pass claims.
+const VERIFY_BATCH: i64 = 16;
+/// Files verified at once: each streams a whole object through SHA-256.
+const VERIFY_CONCURRENCY: usize = 2;
 
 /// What a storage event did to the file it reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageEventOutcome {
     /// The pending file was verified and is now `uploaded`.
     Completed(FileId),
+    /// The file is `verifying`: checked off the request path.
+    Verifying(FileId),
     /// The file was already `uploaded` (a duplicate delivery, or `complete` won).
     AlreadyUploaded(FileId),
     /// The stored object did not match: `rejected`, object deleted.
@@ -26,6 +36,7 @@ impl StorageEventOutcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             StorageEventOutcome::Completed(_) => "completed",
+            StorageEventOutcome::Verifying(_) => "verifying",
             StorageEventOutcome::AlreadyUploaded(_) => "already_uploaded",
             StorageEventOutcome::Rejected(_) => "rejected",
             StorageEventOutcome::NotYetVisible(_) => "not_yet_visible",
@@ -38,6 +49,7 @@ impl StorageEventOutcome {
     pub fn file_id(&self) -> Option<FileId> {
         match *self {
             StorageEventOutcome::Completed(id)
+            | StorageEventOutcome::Verifying(id)
             | StorageEventOutcome::AlreadyUploaded(id)
             | StorageEventOutcome::Rejected(id)
             | StorageEventOutcome::NotYetVisible(id)
@@ -48,8 +60,9 @@ impl StorageEventOutcome {
 }
 
 impl FileService {
-    /// Verifies the stored object and marks the file uploaded (idempotent).
-    pub async fn complete(&self, who: &Authenticated, id: FileId) -> Result<File, ApiError> {
+    /// Verifies the stored object and marks the file uploaded (idempotent); a file
+    /// checked off the request path answers `Verifying` until that check ends.
+    pub async fn complete(&self, who: &Authenticated, id: FileId) -> Result<Completed, ApiError> {
         let result = match self.visible_file(who, id, Operation::Write).await {
             Ok(file) => self
                 .verify_and_complete(file)
@@ -61,32 +74,74 @@ impl FileService {
     }
 
     /// The one completion path: stat the object, compare size and SHA-256, then
-    /// `uploaded` (with its event) or `rejected` (object deleted). An error means
-    /// the check could not be made (storage or database unavailable).
+    /// `uploaded` (with its event) or `rejected` (object deleted). Files uploaded
+    /// in parts, and large files whose store reports no SHA-256, become
+    /// `verifying` instead: assembling and hashing them is the verifier's work
+    /// ([`Self::finish_verifying`]), never a request's. An error means the check
+    /// could not be made (storage or database unavailable).
     pub async fn verify_and_complete(&self, file: File) -> Result<Completion, ApiError> {
         match file.status {
             FileStatus::Uploaded => return Ok(Completion::Uploaded(Box::new(file))),
+            FileStatus::Verifying => return Ok(Completion::Verifying(Box::new(file))),
             FileStatus::Pending => {}
             other => return Ok(Completion::Finished(other)),
+        }
+        if file.parts.is_some() {
+            return self.accept_parts(file).await;
         }
         let Some(stat) = self.storage.stat(&file.backend, &file.object_key).await? else {
             return Ok(Completion::Missing);
         };
-        let mismatch = if stat.size != file.size {
-            Some(Completion::SizeMismatch {
-                stored: stat.size,
-                declared: file.size,
-            })
-        } else {
-            let stored = match stat.sha256 {
-                Some(digest) => digest,
-                None => self.storage.sha256(&file.backend, &file.object_key).await?,
-            };
-            (stored != file.sha256).then_some(Completion::ChecksumMismatch)
-        };
-        if let Some(mismatch) = mismatch {
+        if stat.size != file.size {
+            return self.size_mismatch(&file, stat.size).await;
+        }
+        if stat.sha256.is_none() && file.size > self.settings.uploads.multipart_threshold_bytes {
+            return self.start_verifying(file).await;
+        }
+        self.check_digest(file, stat.sha256).await
+    }
+
+    /// The verifier's step for a `verifying` file: assemble its parts (once), then
+    /// check the whole object's size and SHA-256, streaming it through the hash.
+    pub async fn finish_verifying(&self, file: File) -> Result<Completion, ApiError> {
+        match file.status {
+            FileStatus::Verifying => {}
+            FileStatus::Uploaded => return Ok(Completion::Uploaded(Box::new(file))),
+            other => return Ok(Completion::Finished(other)),
+        }
+        let mut stat = self.storage.stat(&file.backend, &file.object_key).await?;
+        if stat.is_none() && file.parts.is_some() {
+            if let Some(refused) = self.assemble_parts(&file).await? {
+                return Ok(refused);
+            }
+            stat = self.storage.stat(&file.backend, &file.object_key).await?;
+        }
+        let Some(stat) = stat else {
             self.reject(&file).await?;
-            return Ok(mismatch);
+            return Ok(Completion::PartMismatch(
+                "the store holds no object for the completed upload".into(),
+            ));
+        };
+        if stat.size != file.size {
+            return self.size_mismatch(&file, stat.size).await;
+        }
+        self.check_digest(file, stat.sha256).await
+    }
+
+    /// Compares the stored SHA-256 (reported by the store, or read) with the
+    /// declared one and ends the file accordingly.
+    async fn check_digest(
+        &self,
+        file: File,
+        reported: Option<valet_backends::Sha256>,
+    ) -> Result<Completion, ApiError> {
+        let stored = match reported {
+            Some(digest) => digest,
+            None => self.storage.sha256(&file.backend, &file.object_key).await?,
+        };
+        if stored != file.sha256 {
+            self.reject(&file).await?;
+            return Ok(Completion::ChecksumMismatch);
         }
         match self.transition(MarkUploaded(file.id)).await? {
             Transition::Changed(file) => {
@@ -99,6 +154,63 @@ impl FileService {
             Transition::Conflict(file) => Ok(Completion::Finished(file.status)),
             Transition::NotFound => Err(ApiError::file_not_found()),
         }
+    }
+
+    async fn size_mismatch(&self, file: &File, stored: u64) -> Result<Completion, ApiError> {
+        self.reject(file).await?;
+        Ok(Completion::SizeMismatch {
+            stored,
+            declared: file.size,
+        })
+    }
+
+    /// `pending` → `verifying`, and the verifier is started on the file at once.
+    pub(super) async fn start_verifying(&self, file: File) -> Result<Completion, ApiError> {
+        match self.transition(MarkVerifying(file.id)).await? {
+            Transition::Changed(file) | Transition::Unchanged(file) => {
+                tracing::info!(file_id = %file.id, "file completed; verifying it");
+                let service = self.clone();
+                let id = file.id;
+                actix_web::rt::spawn(async move {
+                    service.verify_claimed(Some(id)).await;
+                });
+                Ok(Completion::Verifying(Box::new(file)))
+            }
+            Transition::Conflict(file) => Box::pin(self.verify_and_complete(file)).await,
+            Transition::NotFound => Err(ApiError::file_not_found()),
+        }
+    }
+
+    /// Claims `verifying` files (only `only`, when given) and finishes each; returns
+    /// how many were claimed. Each file is worked by one instance at a time.
+    pub async fn verify_claimed(&self, only: Option<FileId>) -> usize {
+        let claim = ClaimVerifying {
+            only,
+            lease: Duration::seconds(self.settings.reconciler.lease_secs as i64),
+            limit: VERIFY_BATCH,
+        };
+        let files = match self.ask(claim).await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim files to verify now; retrying later");
+                return 0;
+            }
+        };
+        let claimed = files.len();
+        stream::iter(files)
+            .for_each_concurrent(VERIFY_CONCURRENCY, |file| async move {
+                let id = file.id;
+                match self.finish_verifying(file).await {
+                    Ok(completion) => {
+                        tracing::debug!(file_id = %id, outcome = ?completion.label(), "verified a file");
+                    }
+                    Err(e) => {
+                        tracing::warn!(file_id = %id, error = %e, "cannot verify a file now; retrying after its lease");
+                    }
+                }
+            })
+            .await;
+        claimed
     }
 
     /// Acts on a storage event reporting `object` created in `backend`: a pending
@@ -134,21 +246,30 @@ impl FileService {
         }
         match file.status {
             FileStatus::Uploaded => return Ok(StorageEventOutcome::AlreadyUploaded(file.id)),
+            // valet's own assembly of the parts; the verifier is at work.
+            FileStatus::Verifying => return Ok(StorageEventOutcome::Verifying(file.id)),
+            // Parts create no object: an event cannot mean this upload is done.
+            FileStatus::Pending if file.parts.is_some() => {
+                return Ok(StorageEventOutcome::NotYetVisible(file.id))
+            }
             FileStatus::Pending => {}
             _ => return Ok(StorageEventOutcome::Finished(file.id)),
         }
         let id = file.id;
         Ok(match self.verify_and_complete(file).await? {
             Completion::Uploaded(_) => StorageEventOutcome::Completed(id),
-            Completion::Missing => StorageEventOutcome::NotYetVisible(id),
-            Completion::SizeMismatch { .. } | Completion::ChecksumMismatch => {
-                StorageEventOutcome::Rejected(id)
+            Completion::Verifying(_) => StorageEventOutcome::Verifying(id),
+            Completion::Missing | Completion::PartsMissing(_) => {
+                StorageEventOutcome::NotYetVisible(id)
             }
+            Completion::SizeMismatch { .. }
+            | Completion::ChecksumMismatch
+            | Completion::PartMismatch(_) => StorageEventOutcome::Rejected(id),
             Completion::Finished(_) => StorageEventOutcome::Finished(id),
         })
     }
 
-    async fn reject(&self, file: &File) -> Result<(), ApiError> {
+    pub(super) async fn reject(&self, file: &File) -> Result<(), ApiError> {
         let transition = self.transition(MarkRejected(file.id)).await?;
         if let Transition::Changed(_) = transition {
             self.notifier.do_send(OutboxAppended);
@@ -156,6 +277,7 @@ impl FileService {
             tracing::warn!(file_id = %file.id, "stored object does not match its declaration: rejected");
         }
         self.delete_object(file).await;
+        self.abort_parts(file).await;
         Ok(())
     }
 }

@@ -1,7 +1,10 @@
 //! Declaring a file: the caller's root, the record (group-committed) and its
 //! signed upload.
 
+use chrono::{DateTime, Utc};
+
 use super::*;
+use crate::domain::{choose_part_size, PartPlan};
 
 /// Body of `POST /v1/files`, parsed into domain types as it is deserialized; the
 /// size limit (configuration) and the target root (caller) are checked by
@@ -29,15 +32,34 @@ pub struct CreateUpload {
     pub device_id: Option<DeviceId>,
     /// Upload into the tenant's shared root (service tokens only).
     pub shared: Option<bool>,
+    /// Upload in parts of this many bytes (every part but the last); any file with
+    /// it, and every file over `uploads.multipart_threshold_bytes`, is multipart.
+    pub part_size: Option<u64>,
+}
+
+/// How the device sends the bytes of a new file.
+#[derive(Debug, Clone)]
+pub enum Upload {
+    /// One signed PUT of the whole file.
+    Single(SignedRequest),
+    /// Parts, whose URLs the device asks for with `POST /v1/files/{id}/parts`.
+    Multipart {
+        /// Length of every part but the last.
+        part_size: u64,
+        /// Number of parts.
+        part_count: u64,
+        /// The upload's deadline: after it the reconciler aborts it.
+        expires_at: DateTime<Utc>,
+    },
 }
 
 impl FileService {
-    /// Records a pending file and signs its upload.
+    /// Records a pending file and signs its upload (or starts its upload in parts).
     pub async fn create(
         &self,
         who: &Authenticated,
         request: CreateUpload,
-    ) -> Result<(File, SignedRequest), ApiError> {
+    ) -> Result<(File, Upload), ApiError> {
         let result = self.create_upload(who, request).await;
         self.settle(who, result)
     }
@@ -46,7 +68,7 @@ impl FileService {
         &self,
         who: &Authenticated,
         request: CreateUpload,
-    ) -> Result<(File, SignedRequest), ApiError> {
+    ) -> Result<(File, Upload), ApiError> {
         let identity = &who.identity;
         let root = target_root(identity, request.device_id, request.shared)?;
         if request.size == 0 {
@@ -74,12 +96,24 @@ impl FileService {
 
         let id = FileId::new();
         let now = now_micros();
-        let ttl = Duration::seconds(self.settings.uploads.upload_url_ttl_secs as i64);
+        let uploads = &self.settings.uploads;
         let backend = self
             .settings
             .backend_for_tenant(identity.tenant.as_str())
             .to_owned();
-        let file = File {
+        let multipart =
+            request.part_size.is_some() || request.size > uploads.multipart_threshold_bytes;
+        let part_size = if multipart {
+            Some(self.part_size_for(&backend, request.size, request.part_size)?)
+        } else {
+            None
+        };
+        let ttl = if multipart {
+            uploads.multipart_ttl_secs
+        } else {
+            uploads.upload_url_ttl_secs
+        };
+        let mut file = File {
             id,
             object_key: object_key(&identity.tenant, &root, &id),
             tenant_id: identity.tenant.clone(),
@@ -93,12 +127,13 @@ impl FileService {
             metadata: metadata.into_inner(),
             created_at: now,
             uploaded_at: None,
-            upload_expires_at: now + ttl,
+            upload_expires_at: now + Duration::seconds(ttl as i64),
+            parts: None,
         };
-        // Sign before recording, so a signing failure leaves no record behind.
-        let upload = self
-            .storage
-            .sign_upload(
+        // Sign (or start the upload in parts) before recording, so a storage
+        // failure leaves no record behind.
+        let upload = match part_size {
+            None => Upload::Single(self.storage.sign_upload(
                 &backend,
                 &UploadSpec {
                     key: file.object_key.clone(),
@@ -107,12 +142,58 @@ impl FileService {
                     content_type: file.content_type.clone(),
                     expires_at: file.upload_expires_at,
                 },
-            )
-            .map_err(ApiError::from)?;
-        let file = self.writes.insert(file).await.map_err(ApiError::from)?;
+            )?),
+            Some(part_size) => {
+                let upload_id = self
+                    .storage
+                    .start_multipart(&backend, &file.object_key, &file.content_type)
+                    .await?;
+                let plan = PartPlan {
+                    part_size,
+                    upload_id,
+                };
+                let upload = Upload::Multipart {
+                    part_size,
+                    part_count: plan.part_count(file.size),
+                    expires_at: file.upload_expires_at,
+                };
+                file.parts = Some(plan);
+                upload
+            }
+        };
+        let file = match self.writes.insert(file.clone()).await {
+            Ok(file) => file,
+            Err(e) => {
+                self.abort_parts(&file).await;
+                return Err(e.into());
+            }
+        };
         self.cache.put(&file).await;
         metrics::record_file_operation("create", file.tenant_id.as_str(), device(&file));
         Ok((file, upload))
+    }
+
+    /// The part size of a new multipart file on `backend`.
+    fn part_size_for(
+        &self,
+        backend: &str,
+        size: u64,
+        requested: Option<u64>,
+    ) -> Result<u64, ApiError> {
+        let limits = self
+            .storage
+            .capabilities(backend)?
+            .multipart
+            .ok_or_else(|| {
+                ApiError::invalid("this file's storage backend cannot take uploads in parts")
+            })?;
+        choose_part_size(
+            size,
+            requested,
+            self.settings.uploads.default_part_size_bytes,
+            &limits,
+        )
+        .map_err(|e| ApiError::invalid(e.to_string()))
     }
 }
 

@@ -7,11 +7,13 @@
 
 mod complete;
 mod create;
+mod parts;
 mod query;
 mod remove;
 
 pub use complete::StorageEventOutcome;
-pub use create::CreateUpload;
+pub use create::{CreateUpload, Upload};
+pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
 pub use query::{ListRequest, Page};
 
 use futures_util::StreamExt;

@@ -24,6 +24,7 @@ impl FileService {
                 self.notifier.do_send(OutboxAppended);
                 metrics::record_file_operation("delete", file.tenant_id.as_str(), device(file));
                 self.delete_object(file).await;
+                self.abort_parts(file).await;
                 Ok(())
             }
             Transition::Unchanged(_) => Ok(()),
@@ -50,6 +51,7 @@ impl FileService {
                 metrics::record_file_operation("expire", file.tenant_id.as_str(), device(file));
                 // A device may still PUT with a URL issued moments before expiry.
                 self.delete_object(file).await;
+                self.abort_parts(file).await;
             })
             .await;
         Ok(expired)
