@@ -39,6 +39,8 @@ pub enum ErrorCode {
     SizeMismatch,
     /// 422: the stored object's SHA-256 differs from the declared digest.
     ChecksumMismatch,
+    /// 416: the requested byte range lies outside the object.
+    RangeNotSatisfiable,
     /// 503: a dependency (database, storage) is unavailable; retry later.
     Unavailable,
     /// 500: a bug; the log has details under the request id.
@@ -62,6 +64,7 @@ impl ErrorCode {
             ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::NotUploaded => "not_uploaded",
             ErrorCode::SizeMismatch => "size_mismatch",
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -98,6 +102,7 @@ impl ErrorCode {
             409 => ErrorCode::Conflict,
             413 => ErrorCode::PayloadTooLarge,
             415 => ErrorCode::UnsupportedMediaType,
+            416 => ErrorCode::RangeNotSatisfiable,
             503 => ErrorCode::Unavailable,
             s if s >= 500 => ErrorCode::Internal,
             _ => ErrorCode::InvalidRequest,
