@@ -46,6 +46,8 @@ pub enum ErrorCode {
     /// 422: a stored part has the wrong length for its position, or other bytes
     /// than declared; the file is `rejected`.
     PartMismatch,
+    /// 416: the requested byte range lies outside the object.
+    RangeNotSatisfiable,
     /// 503: a dependency (database, storage) is unavailable; retry later.
     Unavailable,
     /// 500: a bug; the log has details under the request id.
@@ -71,6 +73,7 @@ impl ErrorCode {
             ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch | ErrorCode::PartMismatch => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,6 +98,7 @@ impl ErrorCode {
             ErrorCode::InvalidPart => "invalid_part",
             ErrorCode::UploadIncomplete => "upload_incomplete",
             ErrorCode::PartMismatch => "part_mismatch",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -110,6 +114,7 @@ impl ErrorCode {
             409 => ErrorCode::Conflict,
             413 => ErrorCode::PayloadTooLarge,
             415 => ErrorCode::UnsupportedMediaType,
+            416 => ErrorCode::RangeNotSatisfiable,
             503 => ErrorCode::Unavailable,
             s if s >= 500 => ErrorCode::Internal,
             _ => ErrorCode::InvalidRequest,

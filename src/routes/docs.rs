@@ -19,7 +19,7 @@ use crate::problem::{ErrorCode, Problem};
     paths(
         files::create_file, files::list_files, files::get_file, files::complete_file,
         files::download_file, files::delete_file, parts::sign_parts, parts::list_parts,
-        objects::put_object, objects::get_object,
+        objects::put_object, objects::get_object, objects::head_object,
         storage_events::storage_events,
         health::healthz, health::readyz, health::render_metrics,
     ),

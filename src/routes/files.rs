@@ -224,11 +224,20 @@ problem_responses!(
 );
 
 /// Sign a download of an uploaded file.
+///
+/// Send the signed request as given. To resume an interrupted download, send it
+/// again with a `Range: bytes=<bytes received>-` header: the store answers 206 with
+/// the rest of the object. Range is a header of the request, never part of the
+/// signed URL, so the same URL serves every attempt until it expires (a fresh one
+/// can be asked for at any time). The local store, S3 and Azure Blob all honour
+/// `bytes=first-` and `bytes=first-last`; the local store also `If-Range` with the
+/// first answer's ETag.
 #[utoipa::path(
     get, path = "/v1/files/{id}/download", tag = "files",
     params(("id" = String, Path, description = "File id (UUID)"), DownloadParams),
     responses(
-        (status = 200, description = "The download to perform", body = SignedRequestBody),
+        (status = 200, description = "The download to perform; resume it by sending a \
+            `Range` header to the signed URL", body = SignedRequestBody),
         (status = 307, description = "Redirect to the signed URL (with redirect=true)"),
         DownloadFileProblems,
     ),

@@ -1,5 +1,6 @@
 //! HTTP routes: the v1 API, the local store's data plane, and operations endpoints.
 
+mod byte_ranges;
 mod docs;
 mod files;
 mod health;

@@ -14,5 +14,6 @@ mod local_store;
 mod multipart;
 mod ops;
 mod postgres;
+mod ranges;
 mod reconciler;
 mod storage_events;

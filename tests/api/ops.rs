@@ -120,6 +120,21 @@ async fn the_api_is_described() {
         );
     }
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    // The local store's downloads: HEAD, Range and the answers to it.
+    let object = &spec["paths"]["/v1/objects/{backend}/{key}"];
+    assert!(object["head"]["responses"]["200"].is_object(), "{object}");
+    let get = &object["get"];
+    for status in ["200", "206", "403", "404", "416"] {
+        assert!(get["responses"][status].is_object(), "GET {status} missing");
+    }
+    let headers: Vec<&str> = get["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "header")
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(headers, ["Range", "If-Range"]);
     let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status().as_u16(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));

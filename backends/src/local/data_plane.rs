@@ -4,6 +4,7 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -72,6 +73,10 @@ pub struct OpenObject {
     pub file: tokio::fs::File,
     /// Its length in bytes.
     pub size: u64,
+    /// The SHA-256 recorded at upload (absent only for an object placed by other means).
+    pub sha256: Option<Sha256>,
+    /// When the file was last written, where the file system records it.
+    pub modified: Option<SystemTime>,
 }
 
 impl LocalBackend {
@@ -258,7 +263,7 @@ impl LocalBackend {
         Ok(())
     }
 
-    /// Opens a stored object for a verified download.
+    /// Opens a stored object for a verified download (or a HEAD with the same URL).
     pub async fn open(&self, grant: &DownloadGrant) -> Result<OpenObject, DataPlaneError> {
         let path = self.object_path(&grant.key);
         let file = match tokio::fs::File::open(&path).await {
@@ -268,8 +273,18 @@ impl LocalBackend {
             }
             Err(e) => return Err(e.into()),
         };
-        let size = file.metadata().await?.len();
-        Ok(OpenObject { file, size })
+        let metadata = file.metadata().await?;
+        // A download is signed only once the stored bytes matched the declared digest,
+        // and a retried PUT to the key is bound to that same digest: the bytes under a
+        // downloadable key never change, so the digest read here describes the file
+        // opened above even if a write to the key races with this read.
+        let sha256 = self.recorded_digest(&grant.key).await?;
+        Ok(OpenObject {
+            file,
+            size: metadata.len(),
+            sha256,
+            modified: metadata.modified().ok(),
+        })
     }
 }
 

@@ -103,6 +103,15 @@ impl LocalBackend {
         self.root.join(format!("{}{DIGEST_SUFFIX}", key.as_str()))
     }
 
+    /// The SHA-256 recorded beside the object at upload, if there is one.
+    async fn recorded_digest(&self, key: &ObjectKey) -> std::io::Result<Option<Sha256>> {
+        match tokio::fs::read_to_string(self.digest_path(key)).await {
+            Ok(hex) => Ok(Sha256::parse_hex(hex.trim()).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn object_url(&self, key: &ObjectKey) -> Result<Url, BackendError> {
         let mut url = self.public_url.clone();
         {
@@ -222,11 +231,7 @@ impl Backend for LocalBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let sha256 = match tokio::fs::read_to_string(self.digest_path(key)).await {
-            Ok(hex) => Sha256::parse_hex(hex.trim()).ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
+        let sha256 = self.recorded_digest(key).await?;
         Ok(Some(ObjectStat { size, sha256 }))
     }
 
@@ -341,6 +346,45 @@ mod tests {
         store.delete(&key).await.unwrap();
         assert!(store.stat(&key).await.unwrap().is_none());
         store.delete(&key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_opened_object_carries_its_recorded_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = backend(dir.path());
+        let body = b"resumable bytes";
+        let upload = store.sign_upload(&spec(body, 60)).unwrap();
+        let grant = store
+            .verify_upload("t/d/f", &query_of(&upload), Utc::now())
+            .unwrap();
+        store.receive(&grant, None, chunks(body)).await.unwrap();
+        let download = store
+            .sign_download(&DownloadSpec {
+                key: ObjectKey::parse("t/d/f").unwrap(),
+                file_name: "f.bin".into(),
+                content_type: "application/x-test".into(),
+                expires_at: Utc::now() + Duration::seconds(60),
+            })
+            .unwrap();
+        let grant = store
+            .verify_download("t/d/f", &query_of(&download), Utc::now())
+            .unwrap();
+        let object = store.open(&grant).await.unwrap();
+        assert_eq!(object.size, body.len() as u64);
+        assert_eq!(object.sha256, Some(Sha256::digest(body)));
+        assert!(object.modified.is_some());
+
+        // An object placed without its digest still opens, with none.
+        std::fs::remove_file(dir.path().join("t/d/f.sha256")).unwrap();
+        assert_eq!(store.open(&grant).await.unwrap().sha256, None);
+        store
+            .delete(&ObjectKey::parse("t/d/f").unwrap())
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.open(&grant).await,
+            Err(DataPlaneError::NotFound)
+        ));
     }
 
     #[tokio::test]
