@@ -13,6 +13,7 @@ mod helpers;
 mod local_store;
 mod multipart;
 mod ops;
+mod parts;
 mod postgres;
 mod ranges;
 mod reconciler;
