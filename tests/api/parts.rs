@@ -14,10 +14,10 @@ use crate::helpers::stores::{run_in_turn, spawn_on_azblob, spawn_on_local, spawn
 use crate::helpers::{assert_problem, body_of, sha256_hex, TestApp};
 
 /// S3's smallest part but the last.
-const PART: usize = 5 * 1024 * 1024;
+pub(crate) const PART: usize = 5 * 1024 * 1024;
 
 impl TestApp {
-    async fn ask_parts(&self, token: &str, id: &str, parts: Value) -> reqwest::Response {
+    pub(crate) async fn ask_parts(&self, token: &str, id: &str, parts: Value) -> reqwest::Response {
         self.client
             .post(self.url(&format!("/v1/files/{id}/parts")))
             .bearer_auth(token)
@@ -27,7 +27,7 @@ impl TestApp {
             .expect("parts request")
     }
 
-    async fn held_parts(&self, token: &str, id: &str) -> reqwest::Response {
+    pub(crate) async fn held_parts(&self, token: &str, id: &str) -> reqwest::Response {
         self.client
             .get(self.url(&format!("/v1/files/{id}/parts")))
             .bearer_auth(token)
@@ -37,7 +37,7 @@ impl TestApp {
     }
 
     /// Signs and sends the given parts of `bytes` (1-based numbers), all at once.
-    async fn send_parts(&self, token: &str, id: &str, bytes: &[u8], numbers: &[usize]) {
+    pub(crate) async fn send_parts(&self, token: &str, id: &str, bytes: &[u8], numbers: &[usize]) {
         let chunks: Vec<&[u8]> = bytes.chunks(PART).collect();
         let asked: Vec<Value> = numbers
             .iter()
@@ -59,7 +59,7 @@ impl TestApp {
     }
 }
 
-fn multipart_file(bytes: &[u8], sha256: &str) -> Value {
+pub(crate) fn multipart_file(bytes: &[u8], sha256: &str) -> Value {
     json!({"name": "dump.bin", "size": bytes.len(), "sha256": sha256, "part_size": PART})
 }
 
@@ -228,6 +228,43 @@ async fn parts_requests_outside_the_upload_are_refused(app: TestApp) {
     );
 }
 
+async fn a_tampered_or_foreign_part_url_is_refused(app: TestApp) {
+    let token = app.device_token("acme", "dev-1");
+    let bytes = body_of(PART + 7);
+    let created: Value = app
+        .create(&token, multipart_file(&bytes, &sha256_hex(&bytes)))
+        .await
+        .json()
+        .await
+        .expect("created");
+    let id = created["file"]["id"].as_str().expect("id");
+    let chunks: Vec<&[u8]> = bytes.chunks(PART).collect();
+    let asked = json!([{"number": 2, "sha256": sha256_hex(chunks[1])}]);
+    let signed: Value = app
+        .ask_parts(&token, id, asked)
+        .await
+        .json()
+        .await
+        .expect("signed");
+    let part = &signed["parts"][0];
+    // The part number (or block id) moved to another part: the signature no
+    // longer matches, or (Azure) the block lands where no part is expected.
+    let url = part["url"].as_str().expect("url");
+    let mut tampered = part.clone();
+    tampered["url"] = json!(url
+        .replace("sig=", "sig=A")
+        .replace("signature=", "signature=0")
+        .replace("X-Amz-Signature=", "X-Amz-Signature=0"));
+    let refused = app.send_signed(&tampered, chunks[1].to_vec()).await;
+    assert!(
+        [400, 403].contains(&refused.status().as_u16()),
+        "a tampered part URL was accepted: {}",
+        refused.status()
+    );
+    let held: Value = app.held_parts(&token, id).await.json().await.expect("held");
+    assert_eq!(held["parts"], json!([]));
+}
+
 async fn deleting_a_pending_multipart_file_aborts_its_upload(app: TestApp) {
     let token = app.device_token("acme", "dev-1");
     let bytes = body_of(PART + 1);
@@ -314,6 +351,7 @@ macro_rules! parts_suite {
                     a_large_file_goes_up_in_parts_resumes_and_is_verified_once,
                     assembled_bytes_with_another_sha256_are_rejected,
                     parts_requests_outside_the_upload_are_refused,
+                    a_tampered_or_foreign_part_url_is_refused,
                     deleting_a_pending_multipart_file_aborts_its_upload,
                 );
             }

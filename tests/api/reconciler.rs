@@ -212,3 +212,83 @@ async fn retention_deletes_old_uploads_and_old_records_are_purged() {
     }
     assert!(gone, "the old deleted record was never purged");
 }
+
+#[actix_web::test]
+async fn a_multipart_upload_past_its_deadline_expires_and_is_aborted() {
+    use crate::parts::{multipart_file, PART};
+    let app = spawn_app_with(|s| {
+        fast_reconciler(s);
+        s.uploads.multipart_ttl_secs = 2;
+    })
+    .await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(PART + 1);
+    let created: Value = app
+        .create(
+            &token,
+            multipart_file(&bytes, &crate::helpers::sha256_hex(&bytes)),
+        )
+        .await
+        .json()
+        .await
+        .expect("created");
+    let id = created["file"]["id"].as_str().expect("id");
+    app.send_parts(&token, id, &bytes, &[1]).await;
+    assert!(!app.stored_objects().is_empty());
+    app.wait_for_file(&token, id, status_is("expired")).await;
+    assert_eq!(
+        events_for(&app.outbox().await, id),
+        ["io.valet.file.expired"]
+    );
+    // The part files went with the upload.
+    assert_eq!(app.stored_objects(), Vec::<std::path::PathBuf>::new());
+}
+
+#[actix_web::test]
+async fn two_instances_verify_each_multipart_file_once() {
+    use crate::parts::{multipart_file, PART};
+    // Instances that share files share a cache (Redis), as deployed.
+    let app = spawn_app_on_postgres(|s| {
+        fast_reconciler(s);
+        crate::helpers::with_redis_cache(s);
+    })
+    .await;
+    let second = app.spawn_another_instance().await;
+    let token = app.device_token("acme", "dev-42");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let bytes = body_of(PART + 100 + i);
+        let created: Value = app
+            .create(
+                &token,
+                multipart_file(&bytes, &crate::helpers::sha256_hex(&bytes)),
+            )
+            .await
+            .json()
+            .await
+            .expect("created");
+        let id = created["file"]["id"].as_str().expect("id").to_owned();
+        app.send_parts(&token, &id, &bytes, &[1, 2]).await;
+        ids.push(id);
+    }
+    // Both instances are asked to complete every file at once; both reconcilers run.
+    let completions = ids.iter().flat_map(|id| {
+        [app.address.clone(), second.clone()].map(|base| {
+            app.client
+                .post(format!("{base}/v1/files/{id}/complete"))
+                .bearer_auth(&token)
+                .send()
+        })
+    });
+    for answer in futures_util::future::join_all(completions).await {
+        let status = answer.expect("complete").status().as_u16();
+        assert!([200, 202].contains(&status), "{status}");
+    }
+    for id in &ids {
+        app.wait_for_file(&token, id, status_is("uploaded")).await;
+    }
+    let outbox = app.outbox().await;
+    for id in &ids {
+        assert_eq!(events_for(&outbox, id), ["io.valet.file.uploaded"], "{id}");
+    }
+}
