@@ -5,7 +5,7 @@
 //! off the request path into exactly one `uploaded` event; assembled bytes that
 //! do not hash to the declared SHA-256 end `rejected`; deleting aborts.
 
-use futures_util::future::join_all;
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use valet::storage::Storage;
 use valet_backends::{ObjectKey, UploadId};
@@ -48,10 +48,13 @@ impl TestApp {
         let signed: Value = response.json().await.expect("signed parts");
         let signed = signed["parts"].as_array().expect("parts").clone();
         assert_eq!(signed.len(), numbers.len());
-        let sent = join_all(signed.iter().map(|part| {
+        // In parallel, a few at a time, as a device on a real link would.
+        let sent: Vec<reqwest::Response> = stream::iter(signed.iter().map(|part| {
             let n = part["number"].as_u64().expect("number") as usize;
             self.send_signed(part, chunks[n - 1].to_vec())
         }))
+        .buffer_unordered(8)
+        .collect()
         .await;
         for response in sent {
             assert!(response.status().is_success(), "{}", response.status());
@@ -65,7 +68,8 @@ pub(crate) fn multipart_file(bytes: &[u8], sha256: &str) -> Value {
 
 async fn a_large_file_goes_up_in_parts_resumes_and_is_verified_once(app: TestApp) {
     let token = app.device_token("acme", "dev-1");
-    let bytes = body_of(2 * PART + 4321);
+    // 200 MiB in 40 parts of 5 MiB (S3's smallest), the last one short.
+    let bytes = body_of(39 * PART + 4321);
     let created = app
         .create(&token, multipart_file(&bytes, &sha256_hex(&bytes)))
         .await;
@@ -74,29 +78,35 @@ async fn a_large_file_goes_up_in_parts_resumes_and_is_verified_once(app: TestApp
     let upload = &created["upload"];
     assert_eq!(upload["mode"], "multipart");
     assert_eq!(upload["part_size"], PART);
-    assert_eq!(upload["part_count"], 3);
+    assert_eq!(upload["part_count"], 40);
     assert!(upload["expires_at"].is_string());
     let id = created["file"]["id"].as_str().expect("id");
 
-    app.send_parts(&token, id, &bytes, &[3, 1]).await;
+    // Half the parts, out of order; then the device "reboots" and lost its state.
+    let odd: Vec<usize> = (1..=40).rev().filter(|n| n % 2 == 1).collect();
+    let even: Vec<usize> = (1..=40).filter(|n| n % 2 == 0).collect();
+    app.send_parts(&token, id, &bytes, &odd).await;
     // A device that lost its state asks what is stored and goes on from there.
     let held: Value = app.held_parts(&token, id).await.json().await.expect("held");
     assert_eq!(held["part_size"], PART);
-    assert_eq!(held["part_count"], 3);
+    assert_eq!(held["part_count"], 40);
     let numbers: Vec<u64> = held["parts"]
         .as_array()
         .expect("parts")
         .iter()
         .map(|p| p["number"].as_u64().expect("number"))
         .collect();
-    assert_eq!(numbers, [1, 3]);
-    assert_eq!(held["parts"][1]["size"], 4321);
+    assert_eq!(
+        numbers,
+        (1..=40).filter(|n| n % 2 == 1).collect::<Vec<u64>>()
+    );
+    assert_eq!(held["parts"][0]["size"], PART);
     assert_eq!(held["parts"][0]["sha256"], sha256_hex(&bytes[..PART]));
 
     let incomplete = assert_problem(app.complete(&token, id).await, 409, "upload_incomplete").await;
-    assert_eq!(incomplete["missing_parts"], json!([2]));
+    assert_eq!(incomplete["missing_parts"], json!(even));
 
-    app.send_parts(&token, id, &bytes, &[2]).await;
+    app.send_parts(&token, id, &bytes, &even).await;
     let accepted = app.complete(&token, id).await;
     let status = accepted.status().as_u16();
     let file: Value = accepted.json().await.expect("file");
