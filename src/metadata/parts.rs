@@ -144,13 +144,7 @@ impl Handler<ClaimVerifying> for MetadataStore {
                 }
                 (DbConnection::Sqlite(sqlite), None) => due!().load(sqlite)?,
             };
-            diesel::update(files::table.filter(files::id.eq_any(&ids)))
-                .set(files::reconcile_after.eq(until))
-                .execute(conn)?;
-            files::table
-                .select(FileRow::as_select())
-                .filter(files::id.eq_any(&ids))
-                .load(conn)
+            super::reconcile::lease(conn, &ids, until)
         })?;
         rows.into_iter()
             .map(|r| r.into_file().map_err(StoreError::from))

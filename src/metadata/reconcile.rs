@@ -94,18 +94,28 @@ impl Handler<ClaimOverdue> for MetadataStore {
                 DbConnection::Postgresql(pg) => overdue.for_update().skip_locked().load(pg)?,
                 DbConnection::Sqlite(sqlite) => overdue.load(sqlite)?,
             };
-            diesel::update(files::table.filter(files::id.eq_any(&ids)))
-                .set(files::reconcile_after.eq(until))
-                .execute(conn)?;
-            files::table
-                .select(FileRow::as_select())
-                .filter(files::id.eq_any(&ids))
-                .load(conn)
+            lease(conn, &ids, until)
         })?;
         rows.into_iter()
             .map(|r| r.into_file().map_err(StoreError::from))
             .collect()
     }
+}
+
+/// Sets the lease of the claimed files `ids` to `until` and reads them back
+/// (inside the claiming transaction).
+pub(super) fn lease(
+    conn: &mut DbConnection,
+    ids: &[String],
+    until: chrono::NaiveDateTime,
+) -> QueryResult<Vec<FileRow>> {
+    diesel::update(files::table.filter(files::id.eq_any(ids)))
+        .set(files::reconcile_after.eq(until))
+        .execute(conn)?;
+    files::table
+        .select(FileRow::as_select())
+        .filter(files::id.eq_any(ids))
+        .load(conn)
 }
 
 impl Handler<ExpireMany> for MetadataStore {

@@ -3,16 +3,16 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use valet_backends::SignedRequest;
 
-use super::caller;
 use super::docs::problem_responses;
-use crate::domain::{Completed, File, FileId};
-use crate::problem::{ApiError, ErrorCode};
+use super::extract::{Caller, FileIdParam};
+use crate::domain::{Completed, File};
+use crate::problem::ApiError;
 use crate::service::{CreateUpload, FileService, ListRequest, Upload};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -125,11 +125,6 @@ pub struct DownloadParams {
     pub redirect: Option<bool>,
 }
 
-pub(super) fn file_id(raw: &str) -> Result<FileId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::new(ErrorCode::NotFound, "no such file (file ids are UUIDs)"))
-}
-
 problem_responses!(
     /// The problems `POST /v1/files` answers with.
     CreateFileProblems: InvalidRequest, Unauthenticated, Forbidden, PayloadTooLarge,
@@ -147,11 +142,10 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn create_file(
-    req: HttpRequest,
     body: web::Json<CreateUpload>,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = caller(&req, &service).await?;
     let (file, upload) = service.create(&who, body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/files/{}", file.id)))
@@ -177,12 +171,10 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn get_file(
-    req: HttpRequest,
-    id: web::Path<String>,
+    FileIdParam(id): FileIdParam,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
-    let who = caller(&req, &service).await?;
     Ok(HttpResponse::Ok().json(service.get(&who, id).await?))
 }
 
@@ -206,12 +198,10 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn complete_file(
-    req: HttpRequest,
-    id: web::Path<String>,
+    FileIdParam(id): FileIdParam,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
-    let who = caller(&req, &service).await?;
     Ok(match service.complete(&who, id).await? {
         Completed::Uploaded(file) => HttpResponse::Ok().json(file),
         Completed::Verifying(file) => HttpResponse::Accepted().json(file),
@@ -244,13 +234,11 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn download_file(
-    req: HttpRequest,
-    id: web::Path<String>,
+    FileIdParam(id): FileIdParam,
     params: web::Query<DownloadParams>,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
-    let who = caller(&req, &service).await?;
     let signed = service.download(&who, id).await?;
     if params.redirect.unwrap_or(false) {
         return Ok(HttpResponse::TemporaryRedirect()
@@ -276,11 +264,10 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn list_files(
-    req: HttpRequest,
     params: web::Query<ListRequest>,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = caller(&req, &service).await?;
     let page = service.list(&who, params.into_inner()).await?;
     Ok(HttpResponse::Ok().json(FileList {
         files: page.files,
@@ -304,12 +291,10 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn delete_file(
-    req: HttpRequest,
-    id: web::Path<String>,
+    FileIdParam(id): FileIdParam,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
-    let who = caller(&req, &service).await?;
     service.delete(&who, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -2,6 +2,7 @@
 
 mod byte_ranges;
 mod docs;
+mod extract;
 mod files;
 mod health;
 mod objects;

@@ -1,13 +1,12 @@
 //! `/v1/files/{id}/parts`: URLs for the parts of a large file, and what the store
 //! already holds of them (to resume).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::caller;
 use super::docs::problem_responses;
-use super::files::file_id;
+use super::extract::{Caller, FileIdParam};
 use crate::problem::ApiError;
 use crate::service::{FileService, PartRequest, SignedPart};
 
@@ -45,13 +44,11 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn sign_parts(
-    req: HttpRequest,
-    id: web::Path<String>,
+    FileIdParam(id): FileIdParam,
     body: web::Json<PartsRequest>,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
-    let who = caller(&req, &service).await?;
     let parts = service
         .sign_parts(&who, id, body.into_inner().parts)
         .await?;
@@ -75,11 +72,9 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn list_parts(
-    req: HttpRequest,
-    id: web::Path<String>,
+    FileIdParam(id): FileIdParam,
+    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = file_id(&id)?;
-    let who = caller(&req, &service).await?;
     Ok(HttpResponse::Ok().json(service.stored_parts(&who, id).await?))
 }
