@@ -215,7 +215,7 @@ async fn retention_deletes_old_uploads_and_old_records_are_purged() {
 
 #[actix_web::test]
 async fn a_multipart_upload_past_its_deadline_expires_and_is_aborted() {
-    use crate::parts::{multipart_file, PART};
+    use crate::parts::PART;
     let app = spawn_app_with(|s| {
         fast_reconciler(s);
         s.uploads.multipart_ttl_secs = 2;
@@ -223,16 +223,8 @@ async fn a_multipart_upload_past_its_deadline_expires_and_is_aborted() {
     .await;
     let token = app.device_token("acme", "dev-42");
     let bytes = body_of(PART + 1);
-    let created: Value = app
-        .create(
-            &token,
-            multipart_file(&bytes, &crate::helpers::sha256_hex(&bytes)),
-        )
-        .await
-        .json()
-        .await
-        .expect("created");
-    let id = created["file"]["id"].as_str().expect("id");
+    let digest = crate::helpers::sha256_hex(&bytes);
+    let id = &app.create_multipart(&token, &bytes, &digest).await;
     app.send_parts(&token, id, &bytes, &[1]).await;
     assert!(!app.stored_objects().is_empty());
     app.wait_for_file(&token, id, status_is("expired")).await;
@@ -246,7 +238,7 @@ async fn a_multipart_upload_past_its_deadline_expires_and_is_aborted() {
 
 #[actix_web::test]
 async fn two_instances_verify_each_multipart_file_once() {
-    use crate::parts::{multipart_file, PART};
+    use crate::parts::PART;
     // Instances that share files share a cache (Redis), as deployed.
     let app = spawn_app_on_postgres(|s| {
         fast_reconciler(s);
@@ -258,16 +250,8 @@ async fn two_instances_verify_each_multipart_file_once() {
     let mut ids = Vec::new();
     for i in 0..4 {
         let bytes = body_of(PART + 100 + i);
-        let created: Value = app
-            .create(
-                &token,
-                multipart_file(&bytes, &crate::helpers::sha256_hex(&bytes)),
-            )
-            .await
-            .json()
-            .await
-            .expect("created");
-        let id = created["file"]["id"].as_str().expect("id").to_owned();
+        let digest = crate::helpers::sha256_hex(&bytes);
+        let id = app.create_multipart(&token, &bytes, &digest).await;
         app.send_parts(&token, &id, &bytes, &[1, 2]).await;
         ids.push(id);
     }
