@@ -71,17 +71,3 @@ pub(crate) async fn probe_operator(
     }
     Ok(())
 }
-
-/// Checks an optional endpoint is an absolute `http(s)://host…` URL.
-pub(crate) fn check_http_url(what: &str, url: Option<&str>) -> Result<(), BackendError> {
-    if let Some(raw) = url {
-        let ok = url::Url::parse(raw)
-            .is_ok_and(|u| ["http", "https"].contains(&u.scheme()) && u.host_str().is_some());
-        if !ok {
-            return Err(BackendError::Config(format!(
-                "{what} must be an http:// or https:// URL"
-            )));
-        }
-    }
-    Ok(())
-}

@@ -36,10 +36,11 @@ impl BackendSettings {
             Self::S3(config) => config.validate(),
             Self::Azblob(config) => config.validate(),
         };
+        // The backends word their problems from the field on ("secret must be …").
         match checked {
             Ok(()) => Ok(()),
             Err(valet_backends::BackendError::Config(problem)) => {
-                bail!("backends.{name}: {problem}")
+                bail!("backends.{name}.{problem}")
             }
             Err(other) => bail!("backends.{name}: {other}"),
         }

@@ -133,8 +133,9 @@ fn s3_urls_are_signed_for_the_public_endpoint() {
             .endpoint
             .as_ref()
             .expect("endpoint")
+            .as_str()
             .replace("127.0.0.1", "localhost");
-        config.public_endpoint = Some(public.clone());
+        config.public_endpoint = Some(public.parse().expect("public endpoint"));
         let app = spawn_app_with(|s| use_backend(s, "s3", backend)).await;
         let token = app.device_token("acme", "dev-42");
         let bytes = body_of(500);
@@ -317,7 +318,7 @@ fn start_up_refuses_an_unusable_backend_naming_it() {
         let BackendSettings::S3(config) = &mut backend else {
             unreachable!()
         };
-        config.endpoint = Some("http://127.0.0.1:9".into());
+        config.endpoint = Some("http://127.0.0.1:9".parse().expect("endpoint"));
         let mut settings = Settings::default();
         let dir = tempfile::tempdir().expect("dir");
         settings.data_dir = dir.path().to_path_buf();

@@ -18,10 +18,10 @@ use opendal::{ErrorKind, Operator};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::operator::{check_http_url, hash_object, probe_operator};
+use crate::operator::{hash_object, probe_operator};
 use crate::{
-    disposition, BackendError, Capabilities, Container, DownloadSpec, MultipartLimits, ObjectKey,
-    ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
+    disposition, BackendError, Capabilities, Container, DownloadSpec, HttpEndpoint,
+    MultipartLimits, ObjectKey, ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
 };
 use sas::{BlobSas, SasKey};
 
@@ -35,10 +35,12 @@ pub struct AzblobConfig {
     pub container: String,
     /// Account endpoint (default `https://<account>.blob.core.windows.net`).
     #[serde(default)]
-    pub endpoint: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub endpoint: Option<HttpEndpoint>,
     /// Where devices reach the store, when not at `endpoint`; SAS URLs use it.
     #[serde(default)]
-    pub public_endpoint: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub public_endpoint: Option<HttpEndpoint>,
     /// Account key (base64), used to sign service SAS.
     pub account_key: Secret,
     /// Start-up probe: `write` or `read-only`.
@@ -54,8 +56,6 @@ impl AzblobConfig {
                 "account and container must not be empty".into(),
             ));
         }
-        check_http_url("endpoint", self.endpoint.as_deref())?;
-        check_http_url("public_endpoint", self.public_endpoint.as_deref())?;
         self.decoded_key().map(|_| ())
     }
 
@@ -104,14 +104,14 @@ impl AzblobBackend {
         crate::install_crypto_provider();
         config.validate()?;
         let key = config.decoded_key()?;
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", config.account));
+        let endpoint = config.endpoint.as_ref().map_or_else(
+            || format!("https://{}.blob.core.windows.net", config.account),
+            HttpEndpoint::to_string,
+        );
         let public = config
             .public_endpoint
-            .clone()
-            .unwrap_or_else(|| endpoint.clone());
+            .as_ref()
+            .map_or_else(|| endpoint.clone(), HttpEndpoint::to_string);
         let public_endpoint = base_url(&public)?;
         let internal_endpoint = base_url(&endpoint)?;
         let builder = opendal::services::Azblob::default()

@@ -19,10 +19,10 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::operator::{check_http_url, hash_object, probe_operator};
+use crate::operator::{hash_object, probe_operator};
 use crate::{
-    disposition, BackendError, Capabilities, Container, DownloadSpec, MultipartLimits, ObjectKey,
-    ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
+    disposition, BackendError, Capabilities, Container, DownloadSpec, HttpEndpoint,
+    MultipartLimits, ObjectKey, ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
 };
 
 /// `[backends.<name>]` with `kind = "s3"`: AWS S3 or an S3-compatible store
@@ -37,10 +37,12 @@ pub struct S3Config {
     pub region: String,
     /// Where valet reaches the store (default `https://s3.<region>.amazonaws.com`).
     #[serde(default)]
-    pub endpoint: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub endpoint: Option<HttpEndpoint>,
     /// Where devices reach the store, when not at `endpoint`; signed URLs use it.
     #[serde(default)]
-    pub public_endpoint: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub public_endpoint: Option<HttpEndpoint>,
     /// Path-style URLs (`endpoint/bucket/key`) instead of virtual-host style.
     #[serde(default)]
     pub path_style: bool,
@@ -75,8 +77,6 @@ impl S3Config {
         if self.bucket.is_empty() {
             return Err(BackendError::Config("bucket must not be empty".into()));
         }
-        check_http_url("endpoint", self.endpoint.as_deref())?;
-        check_http_url("public_endpoint", self.public_endpoint.as_deref())?;
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             return Err(BackendError::Config(
                 "access_key_id and secret_access_key go together".into(),
@@ -126,14 +126,14 @@ impl S3Backend {
                 ))
             }
         };
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        let endpoint = config.endpoint.as_ref().map_or_else(
+            || format!("https://s3.{}.amazonaws.com", config.region),
+            HttpEndpoint::to_string,
+        );
         let public = config
             .public_endpoint
-            .clone()
-            .unwrap_or_else(|| endpoint.clone());
+            .as_ref()
+            .map_or_else(|| endpoint.clone(), HttpEndpoint::to_string);
         let style = if config.path_style {
             UrlStyle::Path
         } else {

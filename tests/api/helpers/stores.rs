@@ -74,7 +74,7 @@ pub async fn s3_bucket() -> (String, BackendSettings) {
     let settings = BackendSettings::S3(S3Config {
         bucket: name.clone(),
         region: "us-east-1".into(),
-        endpoint: Some(endpoint),
+        endpoint: Some(endpoint.parse().expect("endpoint URL")),
         public_endpoint: None,
         path_style: true,
         access_key_id: Some(key),
@@ -136,7 +136,7 @@ pub async fn azure_container() -> (String, BackendSettings) {
     let settings = BackendSettings::Azblob(AzblobConfig {
         account: AZURITE_ACCOUNT.into(),
         container: name.clone(),
-        endpoint: Some(endpoint),
+        endpoint: Some(endpoint.parse().expect("endpoint URL")),
         public_endpoint: None,
         account_key: Secret::new(AZURITE_KEY),
         probe: ProbeMode::Write,
