@@ -49,9 +49,10 @@ pub enum Command {
     /// Outbox tools.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Upload a file as a device would: hash, create, PUT, complete.
+    /// Upload a file as a device would: hash, create, PUT (or parts), complete;
+    /// rerun to continue an interrupted upload in parts.
     Upload(UploadArgs),
-    /// Download a file and check its SHA-256.
+    /// Download a file and check its SHA-256; rerun to continue an interrupted one.
     Download(DownloadArgs),
     /// Ask a running valet whether it is alive (or ready); exit status 0 when it is.
     Health(HealthArgs),
@@ -163,6 +164,16 @@ pub struct UploadArgs {
     /// Upload into the tenant's shared root (service tokens).
     #[arg(long)]
     pub shared: bool,
+    /// Upload in parts of this many bytes (any file; by default valet decides:
+    /// files over its multipart threshold go in parts).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub part_size: Option<u64>,
+    /// Parts sent at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Report every part sent.
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -172,9 +183,12 @@ pub struct UploadArgs {
 pub struct DownloadArgs {
     /// File id.
     pub id: String,
-    /// Where to write it.
+    /// Where to write it (`<output>.part` while in flight).
     #[arg(long, short)]
     pub output: PathBuf,
+    /// Report resume decisions.
+    #[arg(long, short)]
+    pub verbose: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -295,7 +309,8 @@ impl Cli {
                 }
             }
             Command::Upload(args) => {
-                let client = ApiClient::new(&args.client.url, &args.client.token)?;
+                let client =
+                    ApiClient::new(&args.client.url, &args.client.token)?.verbose(args.verbose);
                 let file = client
                     .upload(
                         &args.file,
@@ -305,6 +320,8 @@ impl Cli {
                             metadata: args.metadata.into_iter().collect(),
                             device_id: args.device_id,
                             shared: args.shared,
+                            part_size: args.part_size,
+                            parallel: usize::from(args.parallel),
                         },
                     )
                     .await?;
@@ -330,7 +347,8 @@ impl Cli {
                 }
             }
             Command::Download(args) => {
-                let client = ApiClient::new(&args.client.url, &args.client.token)?;
+                let client =
+                    ApiClient::new(&args.client.url, &args.client.token)?.verbose(args.verbose);
                 let file = client.download(&args.id, &args.output).await?;
                 eprintln!(
                     "downloaded {} ({} bytes, sha256 {}) to {}",

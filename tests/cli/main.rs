@@ -2,11 +2,14 @@
 //! its own temporary working directory (so the default `./valet-data` is private to
 //! the test) and, where a server is needed, spawns `valet serve` on a free port.
 //! Covered: configuration checks, keys and tokens, the client commands, graceful
-//! shutdown on signals, and the event relay.
+//! shutdown on signals, the event relay, and uploads in parts and
+//! downloads resumed after the client was killed.
 
 mod client;
 mod config;
 mod helpers;
+mod parts;
+mod proxy;
 mod relay;
 mod signals;
 mod tokens;
