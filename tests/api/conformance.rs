@@ -1,5 +1,5 @@
 //! What every storage backend must do, whatever holds the bytes. Each behaviour is a
-//! function taking a ready [`TestApp`]; `conformance_suite!` at the bottom runs every
+//! function taking a ready [`TestApp`]; `on_every_backend!` at the bottom runs every
 //! behaviour on every backend as a test of its own, `conformance::<backend>::<name>`.
 //! Uploads and downloads go to the signed URLs with a real HTTP client, exactly as
 //! returned.
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use valet::storage::Storage;
 use valet_backends::ObjectKey;
 
-use crate::helpers::stores::{run_in_turn, spawn_on_azblob, spawn_on_local, spawn_on_s3};
+use crate::helpers::stores::on_every_backend;
 use crate::helpers::{assert_problem, body_of, sha256_hex, with_header, TestApp};
 
 /// Create, PUT exactly what valet signed, complete, read back and delete: the File
@@ -356,45 +356,16 @@ async fn store_holds(app: &TestApp, key: &str) -> bool {
         .is_some()
 }
 
-/// For each `backend => spawn` pair, a module `backend` with one test per behaviour,
-/// each on a fresh app from `spawn`, run in turn (see `run_in_turn`). A new behaviour
-/// is added to the list below.
-macro_rules! conformance_suite {
-    ($($backend:ident => $spawn:ident),+ $(,)?) => {
-        $(
-            mod $backend {
-                conformance_suite!(@behaviours $spawn:
-                    full_lifecycle,
-                    download_serves_the_exact_bytes_with_content_disposition,
-                    download_honours_a_byte_range,
-                    download_can_redirect,
-                    other_bytes_of_the_same_length_are_refused_or_rejected,
-                    a_shorter_or_longer_body_is_refused_or_rejected,
-                    completing_before_the_upload_is_upload_missing,
-                    completing_twice_returns_the_same_file_and_one_event,
-                    concurrent_completes_make_one_transition_and_one_event,
-                    listing_shows_the_file,
-                    another_tenant_gets_not_found,
-                );
-            }
-        )+
-    };
-    (@behaviours $spawn:ident: $($behaviour:ident),+ $(,)?) => {
-        $(
-            #[test]
-            fn $behaviour() {
-                super::run_in_turn(async {
-                    let app = super::$spawn().await;
-                    super::$behaviour(&app).await;
-                });
-            }
-        )+
-    };
-}
-
-// One line per backend.
-conformance_suite! {
-    local => spawn_on_local,
-    s3 => spawn_on_s3,
-    azblob => spawn_on_azblob,
-}
+on_every_backend!(
+    full_lifecycle,
+    download_serves_the_exact_bytes_with_content_disposition,
+    download_honours_a_byte_range,
+    download_can_redirect,
+    other_bytes_of_the_same_length_are_refused_or_rejected,
+    a_shorter_or_longer_body_is_refused_or_rejected,
+    completing_before_the_upload_is_upload_missing,
+    completing_twice_returns_the_same_file_and_one_event,
+    concurrent_completes_make_one_transition_and_one_event,
+    listing_shows_the_file,
+    another_tenant_gets_not_found,
+);

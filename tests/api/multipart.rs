@@ -10,7 +10,7 @@ use serde_json::Value;
 use valet::storage::Storage;
 use valet_backends::{ObjectKey, PartSpec, PartToAssemble, Sha256, UploadId};
 
-use crate::helpers::stores::{run_in_turn, spawn_on_azblob, spawn_on_local, spawn_on_s3};
+use crate::helpers::stores::on_every_backend;
 use crate::helpers::{body_of, TestApp};
 
 /// S3's smallest part but the last, which every backend accepts.
@@ -83,10 +83,10 @@ impl<'a> Upload<'a> {
     }
 }
 
-async fn parts_are_assembled_into_the_whole_file(app: TestApp) {
+async fn parts_are_assembled_into_the_whole_file(app: &TestApp) {
     let whole = body_of(2 * PART_SIZE + 1234);
     let parts: Vec<&[u8]> = whole.chunks(PART_SIZE).collect();
-    let upload = Upload::start(&app).await;
+    let upload = Upload::start(app).await;
     assert!(upload.stored_numbers().await.is_empty());
     // Out of order and all at once.
     let sent = join_all([3u32, 1, 2].map(|n| {
@@ -130,8 +130,8 @@ async fn parts_are_assembled_into_the_whole_file(app: TestApp) {
     assert_eq!(digest, Sha256::digest(&whole));
 }
 
-async fn a_part_with_other_bytes_is_refused_where_the_store_binds_hashes(app: TestApp) {
-    let upload = Upload::start(&app).await;
+async fn a_part_with_other_bytes_is_refused_where_the_store_binds_hashes(app: &TestApp) {
+    let upload = Upload::start(app).await;
     let declared = body_of(PART_SIZE);
     let mut other = declared.clone();
     other[17] ^= 1;
@@ -150,8 +150,8 @@ async fn a_part_with_other_bytes_is_refused_where_the_store_binds_hashes(app: Te
     }
 }
 
-async fn an_abort_leaves_nothing_behind(app: TestApp) {
-    let upload = Upload::start(&app).await;
+async fn an_abort_leaves_nothing_behind(app: &TestApp) {
+    let upload = Upload::start(app).await;
     let part = body_of(1024);
     assert!((200..300).contains(&upload.put(1, &part, &part).await));
     upload
@@ -176,30 +176,8 @@ async fn an_abort_leaves_nothing_behind(app: TestApp) {
     }
 }
 
-macro_rules! multipart_suite {
-    ($($backend:ident => $spawn:ident),+ $(,)?) => {
-        $(
-            mod $backend {
-                multipart_suite!(@behaviours $spawn:
-                    parts_are_assembled_into_the_whole_file,
-                    a_part_with_other_bytes_is_refused_where_the_store_binds_hashes,
-                    an_abort_leaves_nothing_behind,
-                );
-            }
-        )+
-    };
-    (@behaviours $spawn:ident: $($behaviour:ident),+ $(,)?) => {
-        $(
-            #[test]
-            fn $behaviour() {
-                super::run_in_turn(async { super::$behaviour(super::$spawn().await).await });
-            }
-        )+
-    };
-}
-
-multipart_suite!(
-    local => spawn_on_local,
-    s3 => spawn_on_s3,
-    azblob => spawn_on_azblob,
+on_every_backend!(
+    parts_are_assembled_into_the_whole_file,
+    a_part_with_other_bytes_is_refused_where_the_store_binds_hashes,
+    an_abort_leaves_nothing_behind,
 );

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use valet::storage::Storage;
 use valet_backends::{ObjectKey, UploadId};
 
-use crate::helpers::stores::{run_in_turn, spawn_on_azblob, spawn_on_local, spawn_on_s3};
+use crate::helpers::stores::on_every_backend;
 use crate::helpers::{assert_problem, body_of, sha256_hex, TestApp};
 
 /// S3's smallest part but the last.
@@ -75,7 +75,7 @@ pub(crate) fn multipart_file(bytes: &[u8], sha256: &str) -> Value {
     json!({"name": "dump.bin", "size": bytes.len(), "sha256": sha256, "part_size": PART})
 }
 
-async fn a_large_file_goes_up_in_parts_resumes_and_is_verified_once(app: TestApp) {
+async fn a_large_file_goes_up_in_parts_resumes_and_is_verified_once(app: &TestApp) {
     let token = app.device_token("acme", "dev-1");
     // 200 MiB in 40 parts of 5 MiB (S3's smallest), the last one short.
     let bytes = body_of(39 * PART + 4321);
@@ -141,7 +141,7 @@ async fn a_large_file_goes_up_in_parts_resumes_and_is_verified_once(app: TestApp
     assert_problem(app.held_parts(&token, id).await, 409, "conflict").await;
 }
 
-async fn assembled_bytes_with_another_sha256_are_rejected(app: TestApp) {
+async fn assembled_bytes_with_another_sha256_are_rejected(app: &TestApp) {
     let token = app.device_token("acme", "dev-1");
     let bytes = body_of(PART + 10);
     let other = sha256_hex(b"something else entirely");
@@ -161,14 +161,14 @@ async fn assembled_bytes_with_another_sha256_are_rejected(app: TestApp) {
         .collect();
     assert_eq!(events, ["io.valet.file.rejected"]);
     assert_problem(app.download(&token, id).await, 409, "not_uploaded").await;
-    let stored = storage_of(&app)
-        .stat(&app.settings.default_backend, &object_key(&app, id).await)
+    let stored = storage_of(app)
+        .stat(&app.settings.default_backend, &object_key(app, id).await)
         .await
         .expect("stat");
     assert!(stored.is_none(), "the rejected object is still stored");
 }
 
-async fn parts_requests_outside_the_upload_are_refused(app: TestApp) {
+async fn parts_requests_outside_the_upload_are_refused(app: &TestApp) {
     let token = app.device_token("acme", "dev-1");
     let bytes = body_of(2 * PART);
     let id = &app
@@ -237,7 +237,7 @@ async fn parts_requests_outside_the_upload_are_refused(app: TestApp) {
     );
 }
 
-async fn a_tampered_or_foreign_part_url_is_refused(app: TestApp) {
+async fn a_tampered_or_foreign_part_url_is_refused(app: &TestApp) {
     let token = app.device_token("acme", "dev-1");
     let bytes = body_of(PART + 7);
     let id = &app
@@ -270,7 +270,7 @@ async fn a_tampered_or_foreign_part_url_is_refused(app: TestApp) {
     assert_eq!(held["parts"], json!([]));
 }
 
-async fn deleting_a_pending_multipart_file_aborts_its_upload(app: TestApp) {
+async fn deleting_a_pending_multipart_file_aborts_its_upload(app: &TestApp) {
     let token = app.device_token("acme", "dev-1");
     let bytes = body_of(PART + 1);
     let id = &app
@@ -281,9 +281,9 @@ async fn deleting_a_pending_multipart_file_aborts_its_upload(app: TestApp) {
     let file: Value = app.get_file(&token, id).await.json().await.expect("file");
     assert_eq!(file["status"], "deleted");
     assert_problem(app.held_parts(&token, id).await, 409, "conflict").await;
-    let upload_id = upload_id_of(&app, id).await;
-    let storage = storage_of(&app);
-    let key = object_key(&app, id).await;
+    let upload_id = upload_id_of(app, id).await;
+    let storage = storage_of(app);
+    let key = object_key(app, id).await;
     let capabilities = storage
         .capabilities(&app.settings.default_backend)
         .expect("capabilities");
@@ -343,33 +343,10 @@ async fn column_of(app: &TestApp, id: &str, column: &str) -> String {
     .expect("block")
 }
 
-/// For each `backend => spawn` pair, one test per behaviour, run in turn.
-macro_rules! parts_suite {
-    ($($backend:ident => $spawn:ident),+ $(,)?) => {
-        $(
-            mod $backend {
-                parts_suite!(@behaviours $spawn:
-                    a_large_file_goes_up_in_parts_resumes_and_is_verified_once,
-                    assembled_bytes_with_another_sha256_are_rejected,
-                    parts_requests_outside_the_upload_are_refused,
-                    a_tampered_or_foreign_part_url_is_refused,
-                    deleting_a_pending_multipart_file_aborts_its_upload,
-                );
-            }
-        )+
-    };
-    (@behaviours $spawn:ident: $($behaviour:ident),+ $(,)?) => {
-        $(
-            #[test]
-            fn $behaviour() {
-                super::run_in_turn(async { super::$behaviour(super::$spawn().await).await });
-            }
-        )+
-    };
-}
-
-parts_suite!(
-    local => spawn_on_local,
-    s3 => spawn_on_s3,
-    azblob => spawn_on_azblob,
+on_every_backend!(
+    a_large_file_goes_up_in_parts_resumes_and_is_verified_once,
+    assembled_bytes_with_another_sha256_are_rejected,
+    parts_requests_outside_the_upload_are_refused,
+    a_tampered_or_foreign_part_url_is_refused,
+    deleting_a_pending_multipart_file_aborts_its_upload,
 );

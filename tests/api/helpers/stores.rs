@@ -180,3 +180,29 @@ pub fn run_in_turn(test: impl Future<Output = ()>) {
     let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     actix_web::rt::System::new().block_on(test);
 }
+
+/// One test per behaviour on every backend, each on a fresh app and run in turn:
+/// `on_every_backend!(behaviour, …)` in a module whose behaviours are
+/// `async fn(&TestApp)` gives `local::behaviour`, `s3::behaviour` and
+/// `azblob::behaviour`. A new backend is one more line here.
+macro_rules! on_every_backend {
+    ($($behaviour:ident),+ $(,)?) => {
+        $crate::helpers::stores::on_every_backend!(@on local, spawn_on_local: $($behaviour),+);
+        $crate::helpers::stores::on_every_backend!(@on s3, spawn_on_s3: $($behaviour),+);
+        $crate::helpers::stores::on_every_backend!(@on azblob, spawn_on_azblob: $($behaviour),+);
+    };
+    (@on $backend:ident, $spawn:ident: $($behaviour:ident),+) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $behaviour() {
+                    $crate::helpers::stores::run_in_turn(async {
+                        let app = $crate::helpers::stores::$spawn().await;
+                        super::$behaviour(&app).await;
+                    });
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_every_backend;
