@@ -13,17 +13,16 @@ use std::time::{Duration, Instant};
 
 use diesel::RunQueryDsl;
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::ExchangeDeleteOptions;
 use serde_json::{json, Value};
 use sha2::Digest;
 use valet::auth::{token, RootKey};
 use valet::configuration::{Settings, TrustedKey};
 use valet::domain::{DeviceId, Principal, TenantId};
 use valet::startup::Application;
+
+#[path = "../tests/support/topic_consumer.rs"]
+mod topic_consumer;
 
 const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const BACKLOG: usize = 10_000;
@@ -32,58 +31,10 @@ const LATENCY_SAMPLES: usize = 500;
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn consume(exchange: &str) -> (lapin::Connection, Arrivals) {
-    let connection = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672 is needed: {e}"));
-    let channel = connection.create_channel().await.expect("channel");
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange");
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    };
-    let queue = channel
-        .queue_declare("".into(), exclusive, FieldTable::default())
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "".into(),
-            no_ack,
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let (connection, mut consumer) = topic_consumer::consume_all(BROKER, exchange).await;
     let arrivals: Arrivals = Arc::default();
     let sink = arrivals.clone();
     actix_web::rt::spawn(async move {
-        let _channel = channel;
         while let Some(Ok(delivery)) = consumer.next().await {
             let now = Instant::now();
             let file_id = serde_json::from_slice::<Value>(&delivery.data)

@@ -13,3 +13,5 @@ mod proxy;
 mod relay;
 mod signals;
 mod tokens;
+#[path = "../support/topic_consumer.rs"]
+mod topic_consumer;

@@ -8,74 +8,19 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::helpers::{mint_device_token, random_bytes, run_ok, upload, valet, Server};
+use crate::topic_consumer;
 
 #[test]
 fn events_kept_by_the_embedded_default_are_published_once_a_broker_is_configured() {
     use futures_util::StreamExt;
-    use lapin::options::{
-        BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    };
-    use lapin::types::FieldTable;
+    use lapin::options::ExchangeDeleteOptions;
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let exchange = format!("valet-cli-test-{}", uuid::Uuid::new_v4().simple());
-    let (connection, mut consumer) = runtime.block_on(async {
-        let connection = lapin::Connection::connect(
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            lapin::ConnectionProperties::default(),
-        )
-        .await
-        .unwrap_or_else(|e| {
-            panic!("this test needs RabbitMQ on 127.0.0.1:5672: rabbitmq-server -detached ({e})")
-        });
-        let channel = connection.create_channel().await.expect("channel");
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await
-            .expect("exchange");
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        let queue = channel
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await
-            .expect("queue");
-        channel
-            .queue_bind(
-                queue.name().as_str().into(),
-                exchange.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-        let options = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let consumer = channel
-            .basic_consume(
-                queue.name().as_str().into(),
-                "".into(),
-                options,
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        (connection, consumer)
-    });
+    let (connection, mut consumer) = runtime.block_on(topic_consumer::consume_all(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &exchange,
+    ));
 
     // The embedded default: no broker, events stay in the outbox.
     let dir = TempDir::new().expect("temp dir");
