@@ -23,6 +23,12 @@ const COMPLETE_ROUNDS: usize = 3;
 const POLL_MAX: Duration = Duration::from_secs(2);
 
 impl ApiClient {
+    /// Asks valet to complete file `id` (the answer is the caller's to read).
+    async fn complete(&self, id: &str) -> anyhow::Result<reqwest::Response> {
+        let url = self.url(&format!("/v1/files/{id}/complete"))?;
+        self.send(self.http.post(url), "complete").await
+    }
+
     /// Uploads `path`: continues the interrupted upload in parts its state file
     /// describes when the input is unchanged, else starts a new one. Returns the
     /// uploaded file.
@@ -160,13 +166,7 @@ impl ApiClient {
         if !response.status().is_success() {
             return Err(failure("upload", response).await);
         }
-        let response = self
-            .send(
-                self.http
-                    .post(self.url(&format!("/v1/files/{id}/complete"))?),
-                "complete",
-            )
-            .await?;
+        let response = self.complete(id).await?;
         match response.status() {
             StatusCode::ACCEPTED => self.wait_verified(id, None).await,
             status if status.is_success() => Ok(response.json().await?),
@@ -296,13 +296,7 @@ impl ApiClient {
         parallel: usize,
     ) -> anyhow::Result<Value> {
         for _ in 0..COMPLETE_ROUNDS {
-            let response = self
-                .send(
-                    self.http
-                        .post(self.url(&format!("/v1/files/{id}/complete"))?),
-                    "complete",
-                )
-                .await?;
+            let response = self.complete(id).await?;
             let status = response.status();
             if status == StatusCode::OK {
                 let file = response
