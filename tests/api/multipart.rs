@@ -45,6 +45,10 @@ impl<'a> Upload<'a> {
     }
 
     fn signed(&self, number: u32, declared: &[u8]) -> Value {
+        self.signed_for(number, declared, Duration::minutes(5))
+    }
+
+    fn signed_for(&self, number: u32, declared: &[u8], lifetime: Duration) -> Value {
         let signed = self
             .storage
             .sign_part(
@@ -55,7 +59,7 @@ impl<'a> Upload<'a> {
                     number,
                     size: declared.len() as u64,
                     sha256: Sha256::digest(declared),
-                    expires_at: Utc::now() + Duration::minutes(5),
+                    expires_at: Utc::now() + lifetime,
                 },
             )
             .expect("sign part");
@@ -150,6 +154,50 @@ async fn a_part_with_other_bytes_is_refused_where_the_store_binds_hashes(app: &T
     }
 }
 
+async fn replayed_and_expired_part_urls_are_refused_where_the_store_binds_them(app: &TestApp) {
+    let upload = Upload::start(app).await;
+    let part = body_of(PART_SIZE);
+    let signed = upload.signed(1, &part);
+    let sent = app.send_signed(&signed, part.clone()).await;
+    assert!(sent.status().is_success(), "{}", sent.status());
+    let mut other = part.clone();
+    other[0] ^= 1;
+    let replayed = refusal_of(app, &signed, other).await;
+    let binds = upload
+        .storage
+        .capabilities(&upload.backend)
+        .expect("capabilities")
+        .binds_sha256;
+    if binds {
+        assert!(
+            replayed.is_none_or(|status| (400..500).contains(&status)),
+            "a replay with other bytes was stored: {replayed:?}"
+        );
+    }
+    // Every store refuses a part URL past its expiry.
+    let short = upload.signed_for(2, &part, Duration::seconds(1));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let late = refusal_of(app, &short, part.clone()).await;
+    assert!(
+        late.is_none_or(|status| (400..500).contains(&status)),
+        "an expired part URL was accepted: {late:?}"
+    );
+    assert_eq!(upload.stored_numbers().await, [(1, PART_SIZE as u64)]);
+}
+
+/// The status a store answers `signed` with; `None` when it refused by closing the
+/// connection before taking the whole body (S3 servers may).
+async fn refusal_of(app: &TestApp, signed: &Value, body: Vec<u8>) -> Option<u16> {
+    let mut request = app
+        .client
+        .put(signed["url"].as_str().expect("url"))
+        .body(body);
+    for (name, value) in signed["headers"].as_object().expect("headers") {
+        request = request.header(name, value.as_str().expect("header value"));
+    }
+    request.send().await.ok().map(|r| r.status().as_u16())
+}
+
 async fn an_abort_leaves_nothing_behind(app: &TestApp) {
     let upload = Upload::start(app).await;
     let part = body_of(1024);
@@ -179,5 +227,6 @@ async fn an_abort_leaves_nothing_behind(app: &TestApp) {
 on_every_backend!(
     parts_are_assembled_into_the_whole_file,
     a_part_with_other_bytes_is_refused_where_the_store_binds_hashes,
+    replayed_and_expired_part_urls_are_refused_where_the_store_binds_them,
     an_abort_leaves_nothing_behind,
 );
