@@ -61,13 +61,15 @@ pub enum Selection {
     },
     /// The range selects no byte of the object: 416.
     Unsatisfiable,
+    /// More than one range was asked for: 416 (one range per request is served).
+    MultipleRanges,
 }
 
 impl Selection {
     /// Evaluates `Range` and `If-Range` (RFC 9110 §13.2.2 step 5) for a GET of an
     /// object of `size` bytes. `Range` is ignored (the whole object) when it is
-    /// absent, repeated, syntactically invalid, names another unit or asks for more
-    /// than one range, and when `If-Range` is present but does not match.
+    /// absent, repeated, syntactically invalid or names another unit, and when
+    /// `If-Range` is present but does not match; more than one range is refused.
     pub fn of_request(headers: &HeaderMap, size: u64, validators: &Validators) -> Self {
         let mut ranges = headers.get_all(header::RANGE);
         let (Some(range), None) = (ranges.next(), ranges.next()) else {
@@ -97,7 +99,9 @@ impl Selection {
             return Selection::Whole;
         };
         if parsed.len() != 1 {
-            return Selection::Whole;
+            // RFC 9110 §14.2 lets a server reject a set of ranges; valet serves one
+            // range per request rather than multipart/byteranges answers.
+            return Selection::MultipleRanges;
         }
         match parsed.validate(size) {
             Ok(ranges) => match ranges.first() {
@@ -176,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_repeated_or_multiple_ranges_are_ignored() {
+    fn invalid_or_repeated_ranges_are_ignored() {
         for range in [
             "bytes=5-3",
             "bytes=abc",
@@ -184,7 +188,6 @@ mod tests {
             "items=0-9",
             "0-9",
             "bytes=0-9 ",
-            "bytes=0-1,5-6",
             "bytes=0-1,x",
         ] {
             assert_eq!(
@@ -198,6 +201,10 @@ mod tests {
             Selection::Whole
         );
         assert_eq!(select(&[]), Selection::Whole);
+        assert_eq!(
+            select(&[(header::RANGE, "bytes=0-1,5-6")]),
+            Selection::MultipleRanges
+        );
     }
 
     #[test]

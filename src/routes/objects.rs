@@ -112,8 +112,9 @@ pub async fn put_object(
 problem_responses!(
     /// The problems `GET /v1/objects/{backend}/{key}` answers with.
     GetObjectProblems: Forbidden => "tampered or expired URL", NotFound => "the object is gone",
-        RangeNotSatisfiable => "the range starts at or past the end of the object (or is a \
-            suffix of 0 bytes); `Content-Range: bytes */<size>` gives the object's length"
+        RangeNotSatisfiable => "the range starts at or past the end of the object, is a \
+            suffix of 0 bytes, or more than one range was asked for (one range per request); \
+            `Content-Range: bytes */<size>` gives the object's length"
 );
 
 /// Download bytes with a signed URL from `GET /v1/files/{id}/download` (local backend
@@ -123,8 +124,8 @@ problem_responses!(
 /// with 206 and just those bytes, so an interrupted download resumes with
 /// `Range: bytes=<bytes received>-`; adding `If-Range: <ETag>` makes sure the
 /// remainder comes from the same object (else the whole object comes, with 200).
-/// A `Range` asking for more than one range, or one that is not valid, is ignored:
-/// the whole object, 200.
+/// A `Range` asking for more than one range is refused with 416 (ask for one at a
+/// time); one that is not valid is ignored: the whole object, 200.
 #[utoipa::path(
     get, path = "/v1/objects/{backend}/{key}", tag = "local storage",
     params(
@@ -189,12 +190,14 @@ pub async fn get_object(
                 ReaderStream::new(object.file.take(length)),
             )))
         }
-        Selection::Unsatisfiable => {
-            let mut response = ApiError::new(
-                ErrorCode::RangeNotSatisfiable,
-                format!("the range selects no byte of this {size}-byte object"),
-            )
-            .error_response();
+        refused @ (Selection::Unsatisfiable | Selection::MultipleRanges) => {
+            let detail = if refused == Selection::MultipleRanges {
+                "one byte range per request is served; ask for the ranges one by one".to_owned()
+            } else {
+                format!("the range selects no byte of this {size}-byte object")
+            };
+            let mut response =
+                ApiError::new(ErrorCode::RangeNotSatisfiable, detail).error_response();
             let content_range = ContentRange(ContentRangeSpec::Bytes {
                 range: None,
                 instance_length: Some(size),
