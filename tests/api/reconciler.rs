@@ -218,7 +218,7 @@ async fn a_multipart_upload_past_its_deadline_expires_and_is_aborted() {
     use crate::parts::PART;
     let app = spawn_app_with(|s| {
         fast_reconciler(s);
-        s.uploads.multipart_ttl_secs = 2;
+        s.uploads.multipart_ttl_secs = 5;
     })
     .await;
     let token = app.device_token("acme", "dev-42");
