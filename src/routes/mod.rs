@@ -23,8 +23,6 @@ use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 use crate::telemetry::RequestId;
 
-pub use docs::ApiDoc;
-
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
     cfg.app_data(

@@ -11,10 +11,9 @@ mod parts;
 mod query;
 mod remove;
 
-pub use complete::StorageEventOutcome;
 pub use create::{CreateUpload, Upload};
-pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
-pub use query::{ListRequest, Page};
+pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart};
+pub use query::ListRequest;
 
 use futures_util::StreamExt;
 use std::sync::Arc;
