@@ -117,6 +117,28 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// Characters that change how a name is shown without being seen: bidirectional
+/// controls (a "report\u{202E}fdp.exe" displays as "reportexe.pdf") and invisible
+/// format characters. The zero-width joiner (U+200D) and tag characters stay
+/// allowed: emoji sequences are built from them.
+fn is_hidden_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
 /// A file name: 1–1024 bytes of UTF-8 without control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -137,6 +159,13 @@ impl FileName {
         }
         if has_control(s) {
             return Err("name must not contain control characters".into());
+        }
+        if let Some(c) = s.chars().find(|c| is_hidden_format(*c)) {
+            return Err(format!(
+                "name must not contain invisible formatting or bidirectional control \
+                 characters (found U+{:04X})",
+                u32::from(c)
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -258,6 +287,25 @@ mod tests {
         assert!(FileName::parse("a\u{0}b").is_err());
         assert!(FileName::parse(&"a".repeat(1025)).is_err());
         assert!(FileName::parse(&"é".repeat(512)).is_ok());
+    }
+
+    #[test]
+    fn names_refuse_bidirectional_controls_and_invisible_formatting() {
+        for hidden in [
+            "report\u{202E}fdp.exe",
+            "a\u{2066}b",
+            "a\u{200B}b",
+            "\u{FEFF}a",
+            "a\u{200F}",
+        ] {
+            assert!(FileName::parse(hidden).is_err(), "{hidden:?}");
+        }
+        // Emoji sequences keep their joiners and tags.
+        assert!(FileName::parse("family \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}.jpg").is_ok());
+        assert!(FileName::parse(
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}.png"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use valet_backends::SignedRequest;
 
 use super::docs::problem_responses;
-use super::extract::{Caller, FileIdParam};
+use super::extract::{Caller, FileIdParam, JsonObject};
 use crate::domain::{Completed, File};
 use crate::problem::ApiError;
 use crate::service::{CreateUpload, FileService, ListRequest, Upload};
@@ -142,11 +142,11 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn create_file(
-    body: web::Json<CreateUpload>,
+    body: web::Json<JsonObject<CreateUpload>>,
     Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let (file, upload) = service.create(&who, body.into_inner()).await?;
+    let (file, upload) = service.create(&who, body.into_inner().0).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/files/{}", file.id)))
         .json(CreatedUpload {

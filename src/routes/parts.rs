@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::docs::problem_responses;
-use super::extract::{Caller, FileIdParam};
+use super::extract::{Caller, FileIdParam, JsonObject};
 use crate::problem::ApiError;
 use crate::service::{FileService, PartRequest, SignedPart};
 
@@ -45,12 +45,12 @@ problem_responses!(
 )]
 pub async fn sign_parts(
     FileIdParam(id): FileIdParam,
-    body: web::Json<PartsRequest>,
+    body: web::Json<JsonObject<PartsRequest>>,
     Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let parts = service
-        .sign_parts(&who, id, body.into_inner().parts)
+        .sign_parts(&who, id, body.into_inner().0.parts)
         .await?;
     Ok(HttpResponse::Ok().json(SignedParts { parts }))
 }

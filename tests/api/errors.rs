@@ -73,6 +73,9 @@ async fn malformed_bodies_are_4xx_problems() {
         "invalid_request",
     )
     .await;
+    // The fields in order, as an array: only an object is a create body.
+    let as_array = json!(["a.bin", 3, sha256_hex(b"abc"), null, null, null, null]);
+    assert_problem(app.create(&token, as_array).await, 400, "invalid_request").await;
     assert_problem(
         app.create(
             &token,
@@ -99,6 +102,10 @@ async fn invalid_fields_are_invalid_requests() {
         with("name", json!("bad\nname")),
         with("name", json!("nul\u{0}")),
         with("name", json!("a".repeat(1025))),
+        // Shown as "reportexe.pdf": bidirectional controls and invisible formatting.
+        with("name", json!("report\u{202E}fdp.exe")),
+        with("name", json!("a\u{2066}b\u{2069}")),
+        with("name", json!("zero\u{200B}width")),
         with("size", json!(0)),
         with("sha256", json!("abc")),
         with("sha256", json!("z".repeat(64))),
@@ -117,6 +124,17 @@ async fn invalid_fields_are_invalid_requests() {
         "payload_too_large",
     )
     .await;
+    // Emoji sequences keep their zero-width joiners.
+    assert_eq!(
+        app.create(
+            &token,
+            with("name", json!("\u{1F468}\u{200D}\u{1F469}.jpg"))
+        )
+        .await
+        .status()
+        .as_u16(),
+        201
+    );
     // The limit itself is accepted.
     assert_eq!(
         app.create(&token, with("size", json!(1024)))
