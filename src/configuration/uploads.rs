@@ -54,6 +54,11 @@ impl UploadSettings {
                 bail!("{what} must be between 1 and {MAX_URL_TTL_SECS} seconds");
             }
         }
+        // Sizes are stored as signed 64-bit integers: a larger limit could never be
+        // recorded as declared.
+        if self.max_upload_bytes > i64::MAX as u64 {
+            bail!("uploads.max_upload_bytes must be at most {}", i64::MAX);
+        }
         at_least_one(&[
             ("uploads.max_upload_bytes", self.max_upload_bytes),
             (

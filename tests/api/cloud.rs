@@ -121,6 +121,51 @@ fn s3_refuses_any_other_body_and_expired_or_reused_urls() {
     });
 }
 
+/// When a presigned S3 URL stops working: `X-Amz-Date` plus `X-Amz-Expires` seconds.
+fn sigv4_expiry(url: &str) -> chrono::DateTime<chrono::Utc> {
+    let url = url::Url::parse(url).expect("url");
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    let date = chrono::NaiveDateTime::parse_from_str(&query["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+        .expect("X-Amz-Date")
+        .and_utc();
+    let seconds: i64 = query["X-Amz-Expires"].parse().expect("X-Amz-Expires");
+    date + chrono::Duration::seconds(seconds)
+}
+
+#[test]
+fn s3_urls_expire_exactly_when_valet_says() {
+    run_in_turn(async {
+        let (_, backend) = s3_bucket().await;
+        let app = spawn_app_with(|s| use_backend(s, "s3", backend)).await;
+        let token = app.device_token("acme", "dev-42");
+        let bytes = body_of(100);
+        let created = app.create_ok(&token, &bytes, json!({})).await;
+        let upload = &created["upload"];
+        let said: chrono::DateTime<chrono::Utc> = upload["expires_at"]
+            .as_str()
+            .expect("expires_at")
+            .parse()
+            .expect("time");
+        assert_eq!(sigv4_expiry(upload["url"].as_str().expect("url")), said);
+        let put = app.send_signed(upload, bytes).await;
+        assert!(put.status().is_success());
+        let id = created["file"]["id"].as_str().expect("id");
+        assert_eq!(app.complete(&token, id).await.status().as_u16(), 200);
+        let download: Value = app
+            .download(&token, id)
+            .await
+            .json()
+            .await
+            .expect("download");
+        let said: chrono::DateTime<chrono::Utc> = download["expires_at"]
+            .as_str()
+            .expect("expires_at")
+            .parse()
+            .expect("time");
+        assert_eq!(sigv4_expiry(download["url"].as_str().expect("url")), said);
+    });
+}
+
 #[test]
 fn s3_urls_are_signed_for_the_public_endpoint() {
     run_in_turn(async {

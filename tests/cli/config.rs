@@ -271,6 +271,18 @@ fn config_check_rejects_invalid_values_with_a_clear_message() {
     );
     assert!(out.stderr.contains("server.workers"), "{}", out.stderr);
 
+    // Sizes are stored as signed 64-bit integers.
+    let out = run_err(
+        valet(dir.path())
+            .args(["config", "check"])
+            .env("VALET_UPLOADS__MAX_UPLOAD_BYTES", "18446744073709551615"),
+    );
+    assert!(
+        out.stderr.contains("uploads.max_upload_bytes"),
+        "{}",
+        out.stderr
+    );
+
     // Signed URLs must point somewhere a device can reach.
     let out = run_err(
         valet(dir.path())

@@ -215,12 +215,12 @@ fn presigned_put<'a>(
     mut action: impl S3Action<'a>,
     headers: &[(&'a str, &'a str)],
     expires_at: chrono::DateTime<Utc>,
-) -> SignedRequest {
+) -> Result<SignedRequest, BackendError> {
     for (name, value) in headers {
         action.headers_mut().insert(*name, *value);
     }
-    let url = action.sign(expires_in(expires_at));
-    SignedRequest {
+    let (url, expires_at) = presign(&action, expires_at)?;
+    Ok(SignedRequest {
         method: "PUT".into(),
         url: url.to_string(),
         headers: headers
@@ -228,12 +228,24 @@ fn presigned_put<'a>(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         expires_at,
-    }
+    })
 }
 
-fn expires_in(expires_at: chrono::DateTime<Utc>) -> Duration {
-    let seconds = (expires_at - Utc::now()).num_seconds().max(1);
-    Duration::from_secs(seconds as u64)
+/// Presigns `action` to stop working at `expires_at` or at most a second before,
+/// and returns the exact moment: SigV4 counts whole seconds (`X-Amz-Expires`) from
+/// the signing time (`X-Amz-Date`, whole seconds), so both are fixed here rather
+/// than left to the clock at signing.
+fn presign<'a>(
+    action: &impl S3Action<'a>,
+    expires_at: chrono::DateTime<Utc>,
+) -> Result<(url::Url, chrono::DateTime<Utc>), BackendError> {
+    let signed_at = Utc::now().timestamp();
+    let seconds = (expires_at.timestamp() - signed_at).max(1);
+    let time = jiff::Timestamp::from_second(signed_at)
+        .map_err(|e| BackendError::Config(format!("signing time: {e}")))?;
+    let url = action.sign_with_time(Duration::from_secs(seconds as u64), &time);
+    let until = chrono::DateTime::from_timestamp(signed_at + seconds, 0).unwrap_or(expires_at);
+    Ok((url, until))
 }
 
 fn unavailable(what: &str, e: opendal::Error) -> BackendError {
@@ -275,7 +287,7 @@ impl crate::Backend for S3Backend {
             ("if-none-match", "*"),
             ("x-amz-checksum-sha256", checksum.as_str()),
         ];
-        Ok(presigned_put(put, &headers, spec.expires_at))
+        presigned_put(put, &headers, spec.expires_at)
     }
 
     fn sign_download(&self, spec: &DownloadSpec) -> Result<SignedRequest, BackendError> {
@@ -287,12 +299,12 @@ impl crate::Backend for S3Backend {
             .insert("response-content-disposition", disposition);
         get.query_mut()
             .insert("response-content-type", spec.content_type.clone());
-        let url = get.sign(expires_in(spec.expires_at));
+        let (url, expires_at) = presign(&get, spec.expires_at)?;
         Ok(SignedRequest {
             method: "GET".into(),
             url: url.to_string(),
             headers: Default::default(),
-            expires_at: spec.expires_at,
+            expires_at,
         })
     }
 

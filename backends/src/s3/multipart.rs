@@ -88,7 +88,7 @@ impl Multipart for S3Backend {
             ("content-length", length.as_str()),
             ("x-amz-checksum-sha256", checksum.as_str()),
         ];
-        Ok(presigned_put(put, &headers, spec.expires_at))
+        presigned_put(put, &headers, spec.expires_at)
     }
 
     async fn list_parts(
