@@ -200,6 +200,26 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 impl Cli {
+    /// Sets the process up for the chosen command. The server creates every file
+    /// owner-only (umask 077: data directory 0700, database and objects 0600). The
+    /// other commands end quietly when their output is closed (`valet config schema
+    /// | head -1`) instead of failing on the broken pipe; the server keeps ignoring
+    /// SIGPIPE, as a network service must.
+    pub fn prepare_process(&self) {
+        // SAFETY: both calls only change process-wide settings (no memory is
+        // shared with Rust code), before the command starts any work.
+        unsafe {
+            match self.command {
+                Command::Serve => {
+                    libc::umask(0o077);
+                }
+                _ => {
+                    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                }
+            }
+        }
+    }
+
     /// Runs the chosen command.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {

@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod helpers;
 mod parts;
+mod process;
 mod proxy;
 mod relay;
 mod signals;
