@@ -293,7 +293,9 @@ pub fn completion_answer(
 ) -> Result<crate::domain::Completed, ApiError> {
     use crate::domain::{Completed, Completion};
     match completion {
-        Completion::Uploaded(file) => Ok(Completed::Uploaded(*file)),
+        Completion::Uploaded(file) | Completion::AlreadyUploaded(file) => {
+            Ok(Completed::Uploaded(*file))
+        }
         Completion::Verifying(file) => Ok(Completed::Verifying(*file)),
         Completion::Missing => Err(ApiError::new(
             ErrorCode::UploadMissing,

@@ -6,8 +6,10 @@ use super::{File, FileStatus};
 /// The outcome of checking a pending file's stored object.
 #[derive(Debug, Clone)]
 pub enum Completion {
-    /// The file is `uploaded`: now, or it already was.
+    /// This check made the file `uploaded` (and recorded its event).
     Uploaded(Box<File>),
+    /// The file was already `uploaded`, by an earlier or concurrent check.
+    AlreadyUploaded(Box<File>),
     /// The file is `verifying`: valet assembles and checks it off the request path.
     Verifying(Box<File>),
     /// Parts of a multipart upload are not stored yet (their numbers); it stays `pending`.
@@ -44,6 +46,7 @@ impl Completion {
     pub fn label(&self) -> &'static str {
         match self {
             Completion::Uploaded(_) => "uploaded",
+            Completion::AlreadyUploaded(_) => "already_uploaded",
             Completion::Verifying(_) => "verifying",
             Completion::Missing => "missing",
             Completion::PartsMissing(_) => "parts_missing",

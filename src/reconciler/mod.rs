@@ -210,6 +210,8 @@ async fn settle_present(service: &FileService, file: &File) -> Option<Outcome> {
     match service.verify_and_complete(file.clone()).await {
         // Completed by its device (verifying) or now: either way it is not overdue.
         Ok(Completion::Uploaded(_) | Completion::Verifying(_)) => Some(Outcome::Completed),
+        // Completed meanwhile by its device or a storage event.
+        Ok(Completion::AlreadyUploaded(_)) => Some(Outcome::Skipped),
         Ok(
             Completion::SizeMismatch { .. }
             | Completion::ChecksumMismatch

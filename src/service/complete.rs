@@ -81,7 +81,7 @@ impl FileService {
     /// could not be made (storage or database unavailable).
     pub async fn verify_and_complete(&self, file: File) -> Result<Completion, ApiError> {
         match file.status {
-            FileStatus::Uploaded => return Ok(Completion::Uploaded(Box::new(file))),
+            FileStatus::Uploaded => return Ok(Completion::AlreadyUploaded(Box::new(file))),
             FileStatus::Verifying => return Ok(Completion::Verifying(Box::new(file))),
             FileStatus::Pending => {}
             other => return Ok(Completion::Finished(other)),
@@ -106,7 +106,7 @@ impl FileService {
     pub async fn finish_verifying(&self, file: File) -> Result<Completion, ApiError> {
         match file.status {
             FileStatus::Verifying => {}
-            FileStatus::Uploaded => return Ok(Completion::Uploaded(Box::new(file))),
+            FileStatus::Uploaded => return Ok(Completion::AlreadyUploaded(Box::new(file))),
             other => return Ok(Completion::Finished(other)),
         }
         let mut stat = self.storage.stat(&file.backend, &file.object_key).await?;
@@ -150,7 +150,7 @@ impl FileService {
                 tracing::info!(file_id = %file.id, tenant = %file.tenant_id, "file uploaded");
                 Ok(Completion::Uploaded(Box::new(file)))
             }
-            Transition::Unchanged(file) => Ok(Completion::Uploaded(Box::new(file))),
+            Transition::Unchanged(file) => Ok(Completion::AlreadyUploaded(Box::new(file))),
             Transition::Conflict(file) => Ok(Completion::Finished(file.status)),
             Transition::NotFound => Err(ApiError::file_not_found()),
         }
@@ -258,6 +258,7 @@ impl FileService {
         let id = file.id;
         Ok(match self.verify_and_complete(file).await? {
             Completion::Uploaded(_) => StorageEventOutcome::Completed(id),
+            Completion::AlreadyUploaded(_) => StorageEventOutcome::AlreadyUploaded(id),
             Completion::Verifying(_) => StorageEventOutcome::Verifying(id),
             Completion::Missing | Completion::PartsMissing(_) => {
                 StorageEventOutcome::NotYetVisible(id)

@@ -223,6 +223,33 @@ async fn complete_racing_the_storage_event_makes_one_transition() {
 }
 
 #[actix_web::test]
+async fn concurrent_deliveries_of_one_event_report_one_completion() {
+    let app = spawn_app_with(with_storage_events).await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(1000);
+    let created = stored_not_completed(&app, &token, &bytes).await;
+    let document = fixture("minio-put.json", &created, bytes.len());
+    let deliveries =
+        futures_util::future::join_all((0..4).map(|_| post(&app, Some(SECRET), document.clone())))
+            .await;
+    let mut reported = Vec::new();
+    for delivery in deliveries {
+        reported.extend(outcomes(delivery).await);
+    }
+    reported.sort();
+    assert_eq!(
+        reported,
+        [
+            "already_uploaded",
+            "already_uploaded",
+            "already_uploaded",
+            "completed"
+        ]
+    );
+    assert_eq!(events_for(&app, &created).await, 1);
+}
+
+#[actix_web::test]
 async fn event_grid_validation_is_answered_and_unconfigured_backends_are_not_found() {
     let app = spawn_app_with(with_storage_events).await;
     let path = format!(
