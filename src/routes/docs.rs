@@ -131,21 +131,17 @@ pub(crate) fn problem_responses_by_status(
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/docs",
-        web::get().to(|| async {
-            HttpResponse::PermanentRedirect()
-                .insert_header(("Location", "/docs/"))
-                .finish()
-        }),
-    )
-    .route(
-        "/schemas/file-event.json",
-        web::get().to(|| async {
+    cfg.service(web::resource("/docs").route(web::get().to(|| async {
+        HttpResponse::PermanentRedirect()
+            .insert_header(("Location", "/docs/"))
+            .finish()
+    })))
+    .service(
+        web::resource("/schemas/file-event.json").route(web::get().to(|| async {
             HttpResponse::Ok()
                 .content_type("application/schema+json")
                 .body(crate::events::FILE_EVENT_SCHEMA)
-        }),
+        })),
     )
     .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
 }

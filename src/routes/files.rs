@@ -142,8 +142,8 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn create_file(
-    body: web::Json<JsonObject<CreateUpload>>,
     Caller(who): Caller,
+    body: web::Json<JsonObject<CreateUpload>>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let (file, upload) = service.create(&who, body.into_inner().0).await?;
@@ -171,8 +171,8 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn get_file(
-    FileIdParam(id): FileIdParam,
     Caller(who): Caller,
+    FileIdParam(id): FileIdParam,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service.get(&who, id).await?))
@@ -198,8 +198,8 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn complete_file(
-    FileIdParam(id): FileIdParam,
     Caller(who): Caller,
+    FileIdParam(id): FileIdParam,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(match service.complete(&who, id).await? {
@@ -234,9 +234,9 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn download_file(
+    Caller(who): Caller,
     FileIdParam(id): FileIdParam,
     params: web::Query<DownloadParams>,
-    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = service.download(&who, id).await?;
@@ -264,8 +264,8 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn list_files(
-    params: web::Query<ListRequest>,
     Caller(who): Caller,
+    params: web::Query<ListRequest>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let page = service.list(&who, params.into_inner()).await?;
@@ -291,8 +291,8 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn delete_file(
-    FileIdParam(id): FileIdParam,
     Caller(who): Caller,
+    FileIdParam(id): FileIdParam,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     service.delete(&who, id).await?;

@@ -14,9 +14,10 @@ use crate::service::FileService;
 use crate::telemetry::metrics;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(render_metrics));
+    // Resources, not bare routes: another method answers 405 with `Allow`, not 404.
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)))
+        .service(web::resource("/metrics").route(web::get().to(render_metrics)));
 }
 
 /// Liveness and readiness answers.

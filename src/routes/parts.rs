@@ -44,9 +44,9 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn sign_parts(
+    Caller(who): Caller,
     FileIdParam(id): FileIdParam,
     body: web::Json<JsonObject<PartsRequest>>,
-    Caller(who): Caller,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let parts = service
@@ -72,8 +72,8 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn list_parts(
-    FileIdParam(id): FileIdParam,
     Caller(who): Caller,
+    FileIdParam(id): FileIdParam,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service.stored_parts(&who, id).await?))

@@ -232,4 +232,29 @@ async fn unknown_routes_and_methods_are_problems() {
     let response = app.client.patch(app.url("/v1/files")).send().await.unwrap();
     assert!(response.headers().contains_key("allow"));
     assert_problem(response, 405, "method_not_allowed").await;
+    // The operational routes too: another method is 405 with Allow, not 404.
+    for path in ["/healthz", "/readyz", "/metrics", "/docs"] {
+        let response = app.client.post(app.url(path)).send().await.unwrap();
+        assert_eq!(response.headers()["allow"], "GET", "{path}");
+        assert_problem(response, 405, "method_not_allowed").await;
+    }
+}
+
+#[actix_web::test]
+async fn callers_are_authenticated_before_anything_else_is_read() {
+    let app = spawn_app().await;
+    // No token and a file id that is not a UUID: who is asking comes first.
+    for path in ["/v1/files/not-a-uuid", "/v1/files/not-a-uuid/download"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_problem(response, 401, "unauthenticated").await;
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/files"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401, "unauthenticated").await;
 }
