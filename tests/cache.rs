@@ -487,12 +487,18 @@ async fn unreachable_redis_degrades_to_misses_and_logs_once() {
     let rendered = valet::telemetry::metrics::handle()
         .expect("recorder")
         .render();
+    // The first failure opens the breaker: later calls skip Redis (counted apart);
+    // readiness's ping always asks Redis.
     for op in ["get", "put", "remove", "ping"] {
-        assert!(
-            rendered.contains(&format!("valet_cache_errors_total{{operation=\"{op}\"}}")),
-            "errors of {op} counted:\n{rendered}"
-        );
+        let counted = ["errors", "skipped"].iter().any(|what| {
+            rendered.contains(&format!("valet_cache_{what}_total{{operation=\"{op}\"}}"))
+        });
+        assert!(counted, "failures of {op} counted:\n{rendered}");
     }
+    assert!(
+        rendered.contains("valet_cache_errors_total{operation=\"ping\"}"),
+        "{rendered}"
+    );
     assert!(
         rendered.contains("valet_cache_duration_seconds_bucket"),
         "{rendered}"
@@ -538,6 +544,48 @@ impl Drop for OwnServer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The value of a counter in the rendered metrics (0 when absent).
+fn counter(rendered: &str, series: &str) -> u64 {
+    rendered
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn during_an_outage_calls_skip_redis_until_it_answers_again() {
+    let handle = valet::telemetry::metrics::handle().expect("recorder");
+    let skipped = r#"valet_cache_skipped_total{operation="get"}"#;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let settings = CacheSettings {
+        url: Some(format!("redis://127.0.0.1:{port}")),
+        ..redis_settings(&random_prefix(), 200)
+    };
+    let cache = from_settings(&settings).expect("cache while Redis is down");
+    let f = sample_file();
+    let before = counter(&handle.render(), skipped);
+    // The first call finds Redis down; the next ones do not try it at all, so a
+    // request during an outage costs what the database costs.
+    for _ in 0..20 {
+        assert_eq!(get(&*cache, &f.id).await, None);
+    }
+    let after = counter(&handle.render(), skipped);
+    assert!(
+        after - before >= 19,
+        "{} of 20 calls skipped Redis",
+        after - before
+    );
+    // A background probe notices Redis is back; no request has to.
+    let _server = OwnServer::start(port).await;
+    assert!(
+        round_trips_eventually(&*cache, &f, 100).await,
+        "used once up"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! Two implementations: [`RedisCache`] (shared by every replica, when `cache.url` is
 //! set) and [`MemoryCache`] (bounded, in-process).
 
+mod breaker;
 mod codec;
 mod memory;
 mod redis;
@@ -101,6 +102,10 @@ mod record {
 
     pub(super) fn miss() {
         counter!("valet_cache_misses_total").increment(1);
+    }
+
+    pub(super) fn skipped(operation: &'static str) {
+        counter!("valet_cache_skipped_total", "operation" => operation).increment(1);
     }
 
     pub(super) fn error(operation: &'static str) {

@@ -5,17 +5,20 @@
 //! reconnects by itself after I/O errors. Every call is bounded by `timeout`; past
 //! it the caller reads the database. When calls keep failing (Redis gone silent,
 //! a connection that will never succeed) the manager is dropped and re-created, at
-//! most once per [`RECREATE_MIN_INTERVAL`].
+//! most once per [`RECREATE_MIN_INTERVAL`]. After an outage (a timeout or no
+//! connection) calls skip Redis until a background probe gets an answer (see
+//! [`Breaker`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, ErrorKind, RedisError};
 use async_trait::async_trait;
 
+use super::breaker::Breaker;
 use super::{codec, record, FileCache};
 use crate::domain::{File, FileId};
 
@@ -40,7 +43,8 @@ pub struct RedisCache {
     slot: Mutex<Option<Slot>>,
     generation: AtomicU64,
     consecutive_failures: AtomicU32,
-    down: AtomicBool,
+    down: Arc<AtomicBool>,
+    breaker: Arc<Breaker>,
     born: Instant,
     /// Milliseconds after `born` of the last rate-limited warning, plus one (0 = never).
     last_warning: AtomicU64,
@@ -62,6 +66,8 @@ enum Failure {
     Refused(RedisError),
     /// An entry that could not be encoded, or a stored value that is not a cached file.
     Codec(String),
+    /// Not tried: Redis is down and the breaker is open.
+    Skipped,
 }
 
 impl Failure {
@@ -83,6 +89,7 @@ impl fmt::Display for Failure {
             Failure::Timeout(t) => write!(f, "no answer within {} ms", t.as_millis()),
             Failure::Unavailable(e) | Failure::Refused(e) => write!(f, "{e}"),
             Failure::Codec(e) => write!(f, "bad cache entry: {e}"),
+            Failure::Skipped => f.write_str("skipped while Redis is down"),
         }
     }
 }
@@ -118,7 +125,8 @@ impl RedisCache {
             slot: Mutex::new(None),
             generation: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
-            down: AtomicBool::new(false),
+            down: Arc::new(AtomicBool::new(false)),
+            breaker: Arc::default(),
             born: Instant::now(),
             last_warning: AtomicU64::new(0),
         })
@@ -171,8 +179,21 @@ impl RedisCache {
         }
     }
 
-    /// Runs one command with the manager, bounded by the timeout, recording the outcome.
+    /// Runs one command unless the breaker is open (Redis down: skipped at once).
     async fn run<T, F, Fut>(&self, operation: &'static str, command: F) -> Result<T, Failure>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        if self.breaker.is_open() {
+            record::skipped(operation);
+            return Err(Failure::Skipped);
+        }
+        self.attempt(operation, command).await
+    }
+
+    /// Runs one command with the manager, bounded by the timeout, recording the outcome.
+    async fn attempt<T, F, Fut>(&self, operation: &'static str, command: F) -> Result<T, Failure>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
@@ -232,6 +253,30 @@ impl RedisCache {
                 self.recreate(generation);
             }
         }
+        self.open_breaker();
+    }
+
+    /// Skips Redis until a PING on a fresh connection is answered within the timeout.
+    fn open_breaker(&self) {
+        let client = self.client.clone();
+        let timeout = self.timeout.max(MIN_CONNECT_TIMEOUT);
+        let probe = move || {
+            let client = client.clone();
+            async move {
+                let ping = async {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    ::redis::cmd("PING").query_async::<String>(&mut conn).await
+                };
+                matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+            }
+        };
+        let down = Arc::clone(&self.down);
+        let endpoint = self.endpoint.clone();
+        self.breaker.trip(probe, move || {
+            if down.swap(false, Ordering::AcqRel) {
+                tracing::info!(%endpoint, "cache available again");
+            }
+        });
     }
 
     fn warn_rate_limited(&self, operation: &'static str, failure: &Failure) {
@@ -345,7 +390,8 @@ impl FileCache for RedisCache {
     }
 
     async fn ping(&self) -> Result<(), String> {
-        self.run("ping", |mut conn| async move {
+        // Readiness asks Redis itself, breaker or not.
+        self.attempt("ping", |mut conn| async move {
             ::redis::cmd("PING").query_async::<()>(&mut conn).await
         })
         .await
