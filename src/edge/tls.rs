@@ -92,6 +92,9 @@ impl CertificateStore {
                 }
             };
             let mut ticker = (!interval.is_zero()).then(|| tokio::time::interval(interval));
+            // A broken file is retried every interval: its error is logged once, and
+            // the recovery once, not every tick.
+            let mut failing: Option<String> = None;
             loop {
                 let on_signal = async {
                     match hangups.as_mut() {
@@ -112,18 +115,35 @@ impl CertificateStore {
                 let result = store.off_the_executor(reload).await;
                 match result {
                     Ok(true) => {
+                        if failing.take().is_some() {
+                            tracing::info!(cert = %store.cert_path.display(), "TLS certificate files usable again");
+                        }
                         tracing::info!(cert = %store.cert_path.display(), "TLS certificate reloaded")
                     }
                     Ok(false) => {}
-                    Err(e) => tracing::error!(
-                        cert = %store.cert_path.display(),
-                        error = format!("{e:#}"),
-                        "TLS certificate reload failed; still serving the previous certificate"
-                    ),
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        if is_new_failure(&mut failing, &error) {
+                            tracing::error!(
+                                cert = %store.cert_path.display(),
+                                error = %error,
+                                "TLS certificate reload failed; still serving the previous certificate (logged again only if the failure changes)"
+                            );
+                        }
+                    }
                 }
             }
         });
     }
+}
+
+/// Whether `error` differs from the failure last reported (which it becomes).
+fn is_new_failure(failing: &mut Option<String>, error: &str) -> bool {
+    if failing.as_deref() == Some(error) {
+        return false;
+    }
+    *failing = Some(error.to_owned());
+    true
 }
 
 impl ResolvesServerCert for CertificateStore {
@@ -196,4 +216,19 @@ fn read_certified_key(
         )
     })?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_new_failure;
+
+    #[test]
+    fn a_failure_is_reported_once_until_it_changes() {
+        let mut failing = None;
+        assert!(is_new_failure(&mut failing, "not a PEM file"));
+        assert!(!is_new_failure(&mut failing, "not a PEM file"));
+        assert!(is_new_failure(&mut failing, "no private key"));
+        failing = None; // recovered
+        assert!(is_new_failure(&mut failing, "no private key"));
+    }
 }
