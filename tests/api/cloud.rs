@@ -167,6 +167,47 @@ fn s3_urls_expire_exactly_when_valet_says() {
 }
 
 #[test]
+fn s3_stores_that_refuse_the_checksum_header_are_verified_at_completion() {
+    run_in_turn(async {
+        let (_, mut backend) = s3_bucket().await;
+        let BackendSettings::S3(config) = &mut backend else {
+            unreachable!()
+        };
+        config.bind_checksum = false;
+        config.trust_storage_checksum = false;
+        let app = spawn_app_with(|s| use_backend(s, "s3", backend)).await;
+        let token = app.device_token("acme", "dev-42");
+        let bytes = body_of(300);
+        let created = app.create_ok(&token, &bytes, json!({})).await;
+        let headers = created["upload"]["headers"].as_object().expect("headers");
+        assert!(
+            !headers.contains_key("x-amz-checksum-sha256"),
+            "{headers:?}"
+        );
+        // Other bytes of the same length reach the store, and completion catches them.
+        let mut other = bytes.clone();
+        other[0] ^= 1;
+        let put = app.send_signed(&created["upload"], other).await;
+        assert!(put.status().is_success(), "{}", put.status());
+        let id = created["file"]["id"].as_str().expect("id");
+        assert_problem(app.complete(&token, id).await, 422, "checksum_mismatch").await;
+        // The right bytes, in parts too, become uploaded.
+        let file = app.upload(&token, &bytes, json!({})).await;
+        assert_eq!(file["status"], "uploaded");
+        let large = body_of(5 * 1024 * 1024 + 10);
+        let digest = sha256_hex(&large);
+        let id = app.create_multipart(&token, &large, &digest).await;
+        app.send_parts(&token, &id, &large, &[1, 2]).await;
+        let accepted = app.complete(&token, &id).await.status().as_u16();
+        assert!([200, 202].contains(&accepted), "{accepted}");
+        let done = app
+            .wait_for_file(&token, &id, |f| f["status"] != "verifying")
+            .await;
+        assert_eq!(done["status"], "uploaded");
+    });
+}
+
+#[test]
 fn s3_urls_are_signed_for_the_public_endpoint() {
     run_in_turn(async {
         let (_, mut backend) = s3_bucket().await;

@@ -58,6 +58,10 @@ pub struct S3Config {
     /// Use the SHA-256 S3 stored with the object (bound at upload) instead of reading it.
     #[serde(default = "yes")]
     pub trust_storage_checksum: bool,
+    /// Bind the declared SHA-256 into signed uploads (`x-amz-checksum-sha256`); turn
+    /// off for stores that refuse the header (then completion reads the object).
+    #[serde(default = "yes")]
+    pub bind_checksum: bool,
     /// Start-up probe: `write` (write, stat, delete an object) or `read-only` (list).
     #[serde(default)]
     pub probe: ProbeMode,
@@ -76,6 +80,13 @@ impl S3Config {
     pub fn validate(&self) -> Result<(), BackendError> {
         if self.bucket.is_empty() {
             return Err(BackendError::Config("bucket must not be empty".into()));
+        }
+        if self.trust_storage_checksum && !self.bind_checksum {
+            return Err(BackendError::Config(
+                "trust_storage_checksum needs bind_checksum: without the bound header the \
+                 store never checked the SHA-256 it would report"
+                    .into(),
+            ));
         }
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             return Err(BackendError::Config(
@@ -261,7 +272,7 @@ impl crate::Backend for S3Backend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             binds_size: true,
-            binds_sha256: true,
+            binds_sha256: self.config.bind_checksum,
             reports_sha256: self.config.trust_storage_checksum,
             serves_data_plane: false,
             multipart: Some(MULTIPART_LIMITS),
@@ -281,12 +292,14 @@ impl crate::Backend for S3Backend {
             .put_object(Some(&self.credentials), spec.key.as_str());
         let length = spec.size.to_string();
         let checksum = spec.sha256.to_base64();
-        let headers = [
+        let mut headers = vec![
             ("content-length", length.as_str()),
             ("content-type", spec.content_type.as_str()),
             ("if-none-match", "*"),
-            ("x-amz-checksum-sha256", checksum.as_str()),
         ];
+        if self.config.bind_checksum {
+            headers.push(("x-amz-checksum-sha256", checksum.as_str()));
+        }
         presigned_put(put, &headers, spec.expires_at)
     }
 

@@ -54,16 +54,17 @@ impl Multipart for S3Backend {
             .create_multipart_upload(Some(&self.credentials), key.as_str());
         create
             .headers_mut()
-            .insert("x-amz-checksum-algorithm", "SHA256");
-        create
-            .headers_mut()
             .insert("content-type", content_type.to_owned());
+        if self.config.bind_checksum {
+            create
+                .headers_mut()
+                .insert("x-amz-checksum-algorithm", "SHA256");
+        }
         let url = create.sign(OWN_REQUEST_TTL);
-        let request = self
-            .http
-            .post(url)
-            .header("x-amz-checksum-algorithm", "SHA256")
-            .header("content-type", content_type);
+        let mut request = self.http.post(url).header("content-type", content_type);
+        if self.config.bind_checksum {
+            request = request.header("x-amz-checksum-algorithm", "SHA256");
+        }
         let (status, body) = self.send("create multipart upload", request).await?;
         if !status.is_success() {
             return Err(store_error("create multipart upload", status, &body));
@@ -84,10 +85,10 @@ impl Multipart for S3Backend {
         );
         let length = spec.size.to_string();
         let checksum = spec.sha256.to_base64();
-        let headers = [
-            ("content-length", length.as_str()),
-            ("x-amz-checksum-sha256", checksum.as_str()),
-        ];
+        let mut headers = vec![("content-length", length.as_str())];
+        if self.config.bind_checksum {
+            headers.push(("x-amz-checksum-sha256", checksum.as_str()));
+        }
         presigned_put(put, &headers, spec.expires_at)
     }
 
@@ -150,11 +151,18 @@ impl Multipart for S3Backend {
                 .find(|s| s.number == part.number)
                 .and_then(|s| s.etag.as_deref())
                 .ok_or_else(|| BackendError::Refused(format!("part {} is missing", part.number)))?;
+            let checksum = if self.config.bind_checksum {
+                format!(
+                    "<ChecksumSHA256>{}</ChecksumSHA256>",
+                    part.sha256.to_base64()
+                )
+            } else {
+                String::new()
+            };
             body.push_str(&format!(
-                "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag><ChecksumSHA256>{}</ChecksumSHA256></Part>",
+                "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag>{checksum}</Part>",
                 part.number,
                 quick_xml::escape::escape(etag),
-                part.sha256.to_base64()
             ));
         }
         body.push_str("</CompleteMultipartUpload>");

@@ -81,6 +81,7 @@ pub async fn s3_bucket() -> (String, BackendSettings) {
         secret_access_key: Some(Secret::new(secret)),
         session_token: None,
         trust_storage_checksum: true,
+        bind_checksum: true,
         probe: ProbeMode::Write,
     });
     (name, settings)
