@@ -205,10 +205,17 @@ impl S3Backend {
         if !response.status().is_success() {
             return Ok(None);
         }
+        // A multipart object's checksum is composite (a hash of the parts' hashes,
+        // "…-N"), not the SHA-256 of its bytes: then valet must read the object.
+        let composite = response
+            .headers()
+            .get("x-amz-checksum-type")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"COMPOSITE"));
         let Some(value) = response
             .headers()
             .get("x-amz-checksum-sha256")
             .and_then(|v| v.to_str().ok())
+            .filter(|v| !composite && !v.contains('-'))
         else {
             return Ok(None);
         };
