@@ -105,8 +105,15 @@ impl FileService {
                 )));
             }
         }
+        let now = now_micros();
+        if now >= file.upload_expires_at {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the upload's deadline has passed; it is being aborted",
+            ));
+        }
         let ttl = Duration::seconds(self.settings.uploads.upload_url_ttl_secs as i64);
-        let expires_at = (now_micros() + ttl).min(file.upload_expires_at);
+        let expires_at = (now + ttl).min(file.upload_expires_at);
         let signed = parts
             .iter()
             .map(|part| {
