@@ -26,7 +26,7 @@ use crate::problem::{ErrorCode, Problem};
     components(schemas(
         crate::domain::File, crate::domain::FileStatus,
         crate::service::CreateUpload, files::CreatedUpload, files::UploadBody, files::MultipartBody,
-        files::SignedRequestBody, files::FileList, parts::PartsRequest, parts::SignedParts,
+        files::SignedRequestBody, files::FileList, files::Verifying, parts::PartsRequest, parts::SignedParts,
         crate::service::PartRequest, crate::service::SignedPart, crate::service::PartsReport,
         crate::service::HeldPart,
         health::Health, crate::problem::Problem, crate::problem::ErrorCode,

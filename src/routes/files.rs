@@ -108,6 +108,13 @@ pub struct CreatedUpload {
     pub upload: UploadBody,
 }
 
+/// Answer 202 to `POST /v1/files/{id}/complete`: accepted, being verified.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Verifying {
+    /// The file, `verifying` until the check off the request path ends.
+    pub file: File,
+}
+
 /// Answer to `GET /v1/files`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FileList {
@@ -192,7 +199,7 @@ problem_responses!(
     params(("id" = String, Path, description = "File id (UUID)")),
     responses(
         (status = 200, description = "The uploaded file", body = File),
-        (status = 202, description = "Accepted: the file is `verifying` (uploads in parts, and large files the store keeps no SHA-256 for, are assembled and hashed off the request path); ask again or watch for the event", body = File),
+        (status = 202, description = "Accepted: the file is `verifying` (uploads in parts, and large files the store keeps no SHA-256 for, are assembled and hashed off the request path); ask again or watch for the event", body = Verifying),
         CompleteFileProblems,
     ),
     security(("bearer" = []))
@@ -204,7 +211,7 @@ pub async fn complete_file(
 ) -> Result<HttpResponse, ApiError> {
     Ok(match service.complete(&who, id).await? {
         Completed::Uploaded(file) => HttpResponse::Ok().json(file),
-        Completed::Verifying(file) => HttpResponse::Accepted().json(file),
+        Completed::Verifying(file) => HttpResponse::Accepted().json(Verifying { file }),
     })
 }
 

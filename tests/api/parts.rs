@@ -120,7 +120,7 @@ async fn a_large_file_goes_up_in_parts_resumes_and_is_verified_once(app: &TestAp
     let status = accepted.status().as_u16();
     let file: Value = accepted.json().await.expect("file");
     assert!(
-        status == 202 && file["status"] == "verifying" || status == 200,
+        status == 202 && file["file"]["status"] == "verifying" || status == 200,
         "{status} {file}"
     );
     let file = app
