@@ -44,6 +44,9 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Seconds a new connection has to send its first request head.
     pub request_head_timeout_secs: u64,
+    /// Milliseconds each dependency check of `/readyz` may take before it is
+    /// reported as timed out.
+    pub readiness_check_timeout_ms: u64,
     /// Longest an object transfer through the local store may take, in seconds.
     pub transfer_timeout_secs: u64,
     /// Seconds a graceful shutdown (SIGTERM) waits for in-flight requests.
@@ -88,6 +91,7 @@ impl Default for ServerSettings {
             max_in_flight: 1024,
             request_timeout_secs: 30,
             request_head_timeout_secs: 30,
+            readiness_check_timeout_ms: 2000,
             transfer_timeout_secs: 3600,
             shutdown_timeout_secs: 30,
             parsed: Parsed::default(),
@@ -136,6 +140,10 @@ impl ServerSettings {
                 self.request_head_timeout_secs,
             ),
             ("server.transfer_timeout_secs", self.transfer_timeout_secs),
+            (
+                "server.readiness_check_timeout_ms",
+                self.readiness_check_timeout_ms,
+            ),
         ])?;
         if let Some(workers) = self.workers {
             if !(1..=512).contains(&workers) {
@@ -168,6 +176,11 @@ impl ServerSettings {
     /// `request_timeout_secs` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// `readiness_check_timeout_ms` as a duration.
+    pub fn readiness_check_timeout(&self) -> Duration {
+        Duration::from_millis(self.readiness_check_timeout_ms)
     }
 
     /// `request_head_timeout_secs` as a duration.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
+use futures_util::future::LocalBoxFuture;
 use http_api_problem::HttpApiProblem;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -89,45 +90,66 @@ struct Check {
     required: bool,
 }
 
-/// Checks the database, the broker, the cache and every storage backend.
+/// Checks the database, the broker, the cache and every storage backend, at once,
+/// each within `server.readiness_check_timeout_ms`: a dependency that does not
+/// answer (a partition drops packets) is reported as timed out, never waited for.
 async fn readiness(service: &FileService) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let database = match service.store.send(Ping).await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(e) => Some(e.to_string()),
+    let deadline = service.settings.server.readiness_check_timeout();
+    let database = async {
+        match service.store.send(Ping).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     };
-    checks.push(Check {
-        name: "database".into(),
-        error: database,
-        required: true,
-    });
+    let mut pending: Vec<LocalBoxFuture<'_, Check>> = vec![
+        Box::pin(within(deadline, "database".into(), true, database)),
+        Box::pin(within(
+            deadline,
+            format!("cache:{}", service.cache.kind()),
+            false,
+            service.cache.ping(),
+        )),
+    ];
+    for name in service.storage.names() {
+        let probe = async move { service.storage.probe(name).await.map_err(|e| e.to_string()) };
+        pending.push(Box::pin(within(
+            deadline,
+            format!("storage:{name}"),
+            true,
+            probe,
+        )));
+    }
+    let mut checks = futures_util::future::join_all(pending).await;
     // Events wait in the outbox while the broker is away: reported, not required.
-    if let Ok(Some(broker)) = service.notifier.send(BrokerStatus).await {
+    if let Ok(Ok(Some(broker))) =
+        tokio::time::timeout(deadline, service.notifier.send(BrokerStatus)).await
+    {
         checks.push(Check {
             name: "broker".into(),
             error: broker.err(),
             required: false,
         });
     }
-    checks.push(Check {
-        name: format!("cache:{}", service.cache.kind()),
-        error: service.cache.ping().await.err(),
-        required: false,
-    });
-    for name in service.storage.names() {
-        checks.push(Check {
-            name: format!("storage:{name}"),
-            error: service
-                .storage
-                .probe(name)
-                .await
-                .err()
-                .map(|e| e.to_string()),
-            required: true,
-        });
-    }
     checks
+}
+
+/// Runs one dependency check (`Err(why)` when unusable) within `deadline`.
+async fn within(
+    deadline: std::time::Duration,
+    name: String,
+    required: bool,
+    check: impl std::future::Future<Output = Result<(), String>>,
+) -> Check {
+    let error = match tokio::time::timeout(deadline, check).await {
+        Ok(result) => result.err(),
+        Err(_) => Some(format!("no answer within {} ms", deadline.as_millis())),
+    };
+    Check {
+        name,
+        error,
+        required,
+    }
 }
 
 /// Prometheus metrics in the text exposition format.

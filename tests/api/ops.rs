@@ -41,6 +41,35 @@ async fn readiness_names_a_broken_backend() {
 }
 
 #[actix_web::test]
+async fn readiness_answers_within_its_deadline_when_a_dependency_is_silent() {
+    // A "Redis" that accepts connections and never answers, as a partition does.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.cache.url = Some(format!("redis://{address}"));
+        s.cache.timeout_ms = 60_000;
+        s.server.readiness_check_timeout_ms = 300;
+    })
+    .await;
+    let response = app
+        .client
+        .get(app.url("/readyz"))
+        .timeout(std::time::Duration::from_secs(20))
+        .send()
+        .await
+        .expect("readiness answered");
+    // The cache is optional: valet is ready, and says the cache did not answer.
+    assert_eq!(response.status().as_u16(), 200);
+    let ready: Value = response.json().await.unwrap();
+    assert_eq!(
+        ready["checks"]["cache:redis"], "no answer within 300 ms",
+        "{ready}"
+    );
+    assert_eq!(ready["checks"]["database"], "ok");
+    drop(silent);
+}
+
+#[actix_web::test]
 async fn request_ids_are_echoed() {
     let app = spawn_app().await;
     let response = app
