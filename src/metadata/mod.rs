@@ -30,7 +30,7 @@ pub use group_commit::GroupCommit;
 pub use outbox::{
     ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,
 };
-pub use parts::{ClaimVerifying, GetPartHashes, RecordPartHashes};
+pub use parts::{ClaimVerifying, ExtendLease, GetPartHashes, RecordPartHashes};
 pub use reconcile::{ClaimOverdue, ExpireMany, PendingBacklog, PurgeFinished, RetentionDue};
 use rows::NewOutboxRow;
 pub use rows::OutboxEntry;

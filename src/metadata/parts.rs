@@ -44,6 +44,17 @@ pub struct ClaimVerifying {
     pub limit: i64,
 }
 
+/// Extends the lease on a file still `verifying` (a long verification keeps it, so
+/// no other instance claims the file meanwhile).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct ExtendLease {
+    /// The file being verified.
+    pub file: FileId,
+    /// From now.
+    pub lease: Duration,
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = file_parts)]
 struct PartRow {
@@ -149,5 +160,21 @@ impl Handler<ClaimVerifying> for MetadataStore {
         rows.into_iter()
             .map(|r| r.into_file().map_err(StoreError::from))
             .collect()
+    }
+}
+
+impl Handler<ExtendLease> for MetadataStore {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, msg: ExtendLease, _: &mut Self::Context) -> Self::Result {
+        let mut conn = self.conn()?;
+        let until = now_micros().naive_utc() + msg.lease;
+        diesel::update(
+            files::table
+                .filter(files::id.eq(msg.file.to_string()))
+                .filter(files::status.eq(FileStatus::Verifying.as_str())),
+        )
+        .set(files::reconcile_after.eq(until))
+        .execute(&mut conn)?;
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use futures_util::stream;
 
 use super::*;
 use crate::domain::{Completed, Completion};
-use crate::metadata::{ClaimVerifying, MarkVerifying};
+use crate::metadata::{ClaimVerifying, ExtendLease, MarkVerifying};
 
 /// Files one verifier pass claims.
 const VERIFY_BATCH: i64 = 16;
@@ -184,9 +184,10 @@ impl FileService {
     /// Claims `verifying` files (only `only`, when given) and finishes each; returns
     /// how many were claimed. Each file is worked by one instance at a time.
     pub async fn verify_claimed(&self, only: Option<FileId>) -> usize {
+        let lease = Duration::seconds(self.settings.reconciler.lease_secs as i64);
         let claim = ClaimVerifying {
             only,
-            lease: Duration::seconds(self.settings.reconciler.lease_secs as i64),
+            lease,
             limit: VERIFY_BATCH,
         };
         let files = match self.ask(claim).await {
@@ -200,7 +201,22 @@ impl FileService {
         stream::iter(files)
             .for_each_concurrent(VERIFY_CONCURRENCY, |file| async move {
                 let id = file.id;
-                match self.finish_verifying(file).await {
+                // A verification longer than the lease (gigabytes on slow storage)
+                // keeps its claim: the lease is extended at half its length.
+                let keep_claim = async {
+                    let every = (lease / 2).to_std().unwrap_or(std::time::Duration::from_secs(1));
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(e) = self.ask(ExtendLease { file: id, lease }).await {
+                            tracing::warn!(file_id = %id, error = %e, "cannot extend a verification's lease");
+                        }
+                    }
+                };
+                let verified = tokio::select! {
+                    verified = self.finish_verifying(file) => verified,
+                    never = keep_claim => never,
+                };
+                match verified {
                     Ok(completion) => {
                         tracing::debug!(file_id = %id, outcome = ?completion.label(), "verified a file");
                     }
