@@ -83,6 +83,12 @@ impl PostgresDatabase {
             .expect("create test database");
         let mut url = url::Url::parse(admin_url).expect("admin URL");
         url.set_path(&name);
+        // The test server is local: no TLS. libpq then never touches OpenSSL, whose
+        // exit-time cleanup could otherwise race a valet thread still reconnecting
+        // to a dropped test database when the test process exits.
+        if !url.query_pairs().any(|(key, _)| key == "sslmode") {
+            url.query_pairs_mut().append_pair("sslmode", "disable");
+        }
         (
             Self {
                 admin_url: admin_url.to_owned(),
