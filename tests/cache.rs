@@ -554,10 +554,9 @@ fn counter(rendered: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn during_an_outage_calls_skip_redis_until_it_answers_again() {
-    let handle = valet::telemetry::metrics::handle().expect("recorder");
-    let skipped = r#"valet_cache_skipped_total{operation="get"}"#;
+/// A Redis cache (200 ms timeout) on a free port where no Redis runs yet; the port,
+/// for starting one there later.
+fn cache_on_a_port_with_no_redis_yet() -> (u16, Arc<dyn FileCache>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -566,7 +565,17 @@ async fn during_an_outage_calls_skip_redis_until_it_answers_again() {
         url: Some(format!("redis://127.0.0.1:{port}")),
         ..redis_settings(&random_prefix(), 200)
     };
-    let cache = from_settings(&settings).expect("cache while Redis is down");
+    (
+        port,
+        from_settings(&settings).expect("cache while Redis is down"),
+    )
+}
+
+#[tokio::test]
+async fn during_an_outage_calls_skip_redis_until_it_answers_again() {
+    let handle = valet::telemetry::metrics::handle().expect("recorder");
+    let skipped = r#"valet_cache_skipped_total{operation="get"}"#;
+    let (port, cache) = cache_on_a_port_with_no_redis_yet();
     let f = sample_file();
     let before = counter(&handle.render(), skipped);
     // The first call finds Redis down; the next ones do not try it at all, so a
@@ -591,15 +600,7 @@ async fn during_an_outage_calls_skip_redis_until_it_answers_again() {
 #[tokio::test]
 async fn redis_that_starts_late_or_restarts_is_used_once_up() {
     let (logs, _guard) = capture_logs();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let settings = CacheSettings {
-        url: Some(format!("redis://127.0.0.1:{port}")),
-        ..redis_settings(&random_prefix(), 200)
-    };
-    let cache = from_settings(&settings).expect("cache while Redis is down");
+    let (port, cache) = cache_on_a_port_with_no_redis_yet();
     let f = sample_file();
 
     // Down at start: calls return, as misses.
