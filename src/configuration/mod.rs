@@ -45,7 +45,7 @@ use valet_backends::local::LocalConfig;
 pub use valet_backends::{ProbeMode, Secret};
 
 /// Environment variables with the `VALET_` prefix that are not configuration options.
-const NON_CONFIG_ENV: &[&str] = &["config", "token", "api_url"];
+const NON_CONFIG_ENV: &[&str] = &["config", "token", "api_url", "test_time_factor"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -121,6 +121,17 @@ impl MetadataStore {
                         .execute(conn)?
                 };
                 if changed == 1 {
+                    if matches!(to, FileStatus::Deleted | FileStatus::Rejected) {
+                        // Its upload URL may still be used: the key is swept once
+                        // that URL has expired (see `ClaimTombstones`).
+                        diesel::update(
+                            files::table
+                                .filter(files::id.eq(&id))
+                                .filter(files::upload_expires_at.gt(now.naive_utc())),
+                        )
+                        .set(files::sweep_after.eq(files::upload_expires_at.nullable()))
+                        .execute(conn)?;
+                    }
                     let file = load(conn, &id)?.ok_or_else(|| {
                         StoreError::Internal(format!("file {id} vanished inside a transaction"))
                     })?;

@@ -31,7 +31,10 @@ pub use outbox::{
     ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,
 };
 pub use parts::{ClaimVerifying, ExtendLease, GetPartHashes, RecordPartHashes};
-pub use reconcile::{ClaimOverdue, ExpireMany, PendingBacklog, PurgeFinished, RetentionDue};
+pub use reconcile::{
+    ClaimOverdue, ClaimTombstones, ExpireMany, PendingBacklog, PurgeFinished, RetentionDue,
+    TombstonesSwept,
+};
 use rows::NewOutboxRow;
 pub use rows::OutboxEntry;
 

@@ -1,5 +1,6 @@
 //! What the reconciler asks of the metadata: overdue pending files (claimed with a
-//! lease so one instance works a file at a time), expiry, retention and purging.
+//! lease so one instance works a file at a time), expiry, tombstones to sweep,
+//! retention and purging.
 
 use actix::{Handler, Message};
 use chrono::{DateTime, Duration, Utc};
@@ -32,6 +33,24 @@ pub struct ClaimOverdue {
 #[rtype(result = "Result<Vec<File>, StoreError>")]
 pub struct ExpireMany(pub Vec<FileId>);
 
+/// Claims up to `limit` ended files whose key is due to be swept (their last upload
+/// URL stopped working before `cutoff`); the claim holds for `lease`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<File>, StoreError>")]
+pub struct ClaimTombstones {
+    /// Keys whose upload URL expired before this are due.
+    pub cutoff: DateTime<Utc>,
+    /// How long the claim keeps other instances away (and when a failure is retried).
+    pub lease: Duration,
+    /// Batch size.
+    pub limit: i64,
+}
+
+/// Records that the keys of these files were swept: nothing is left to check.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct TombstonesSwept(pub Vec<FileId>);
+
 /// Uploaded files of `tenant` uploaded before `cutoff` (retention).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<File>, StoreError>")]
@@ -45,7 +64,7 @@ pub struct RetentionDue {
 }
 
 /// Deletes up to `limit` records that ended (`rejected`, `expired`, `deleted`)
-/// before `cutoff`; returns the ids that went.
+/// before `cutoff` and have no key left to sweep; returns the ids that went.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<FileId>, StoreError>")]
 pub struct PurgeFinished {
@@ -159,6 +178,54 @@ impl Handler<ExpireMany> for MetadataStore {
     }
 }
 
+impl Handler<ClaimTombstones> for MetadataStore {
+    type Result = Result<Vec<File>, StoreError>;
+    fn handle(&mut self, msg: ClaimTombstones, _: &mut Self::Context) -> Self::Result {
+        let mut conn = self.conn()?;
+        let until = now_micros().naive_utc() + msg.lease;
+        let due = files::table
+            .select(files::id)
+            .filter(files::status.eq_any(FINISHED))
+            .filter(files::sweep_after.lt(msg.cutoff.naive_utc()))
+            .order(files::sweep_after.asc())
+            .limit(msg.limit);
+        let conn: &mut DbConnection = &mut conn;
+        let rows: Vec<FileRow> = conn.transaction(|conn| {
+            // As for overdue files: disjoint batches for concurrent instances.
+            let ids: Vec<String> = match conn {
+                DbConnection::Postgresql(pg) => due.for_update().skip_locked().load(pg)?,
+                DbConnection::Sqlite(sqlite) => due.load(sqlite)?,
+            };
+            // The lease is the due time moved on: a failed sweep is retried after it.
+            diesel::update(files::table.filter(files::id.eq_any(&ids)))
+                .set(files::sweep_after.eq(until))
+                .execute(conn)?;
+            files::table
+                .select(FileRow::as_select())
+                .filter(files::id.eq_any(&ids))
+                .load(conn)
+        })?;
+        rows.into_iter()
+            .map(|r| r.into_file().map_err(StoreError::from))
+            .collect()
+    }
+}
+
+impl Handler<TombstonesSwept> for MetadataStore {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, msg: TombstonesSwept, _: &mut Self::Context) -> Self::Result {
+        if msg.0.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = msg.0.iter().map(FileId::to_string).collect();
+        let mut conn = self.conn()?;
+        diesel::update(files::table.filter(files::id.eq_any(&ids)))
+            .set(files::sweep_after.eq(None::<chrono::NaiveDateTime>))
+            .execute(&mut conn)?;
+        Ok(())
+    }
+}
+
 impl Handler<RetentionDue> for MetadataStore {
     type Result = Result<Vec<File>, StoreError>;
     fn handle(&mut self, msg: RetentionDue, _: &mut Self::Context) -> Self::Result {
@@ -186,6 +253,8 @@ impl Handler<PurgeFinished> for MetadataStore {
                 .select(files::id)
                 .filter(files::status.eq_any(FINISHED))
                 .filter(files::updated_at.lt(msg.cutoff.naive_utc()))
+                // A tombstone is kept until its key was swept.
+                .filter(files::sweep_after.is_null())
                 .limit(msg.limit)
                 .load(conn)?;
             diesel::delete(files::table.filter(files::id.eq_any(&due))).execute(conn)?;

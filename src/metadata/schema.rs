@@ -20,6 +20,7 @@ diesel::table! {
         reconcile_after -> Nullable<Timestamp>,
         part_size -> Nullable<BigInt>,
         multipart_upload_id -> Nullable<Text>,
+        sweep_after -> Nullable<Timestamp>,
     }
 }
 

@@ -7,6 +7,10 @@
 //! present and valid → `uploaded`; present but wrong → `rejected` (object deleted);
 //! absent → `expired`. A file whose storage cannot be reached keeps its lease until
 //! it runs out, and is tried again on a later pass.
+//!
+//! It also sweeps tombstones: a file deleted or rejected while its upload URL was
+//! still valid has its key checked once that URL has expired (plus the grace
+//! period), and any object put there meanwhile is removed (see `service::orphans`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -87,12 +91,13 @@ impl Actor for Reconciler {
     }
 }
 
-/// One full pass: files awaiting verification, overdue uploads, retention, purge,
-/// backlog metrics.
+/// One full pass: files awaiting verification, overdue uploads, tombstones,
+/// retention, purge, backlog metrics.
 pub async fn run_pass(service: &FileService) {
     // Files completed while no verifier ran (a restart, a failed attempt).
     while service.verify_claimed(None).await > 0 {}
     reconcile_overdue(service).await;
+    sweep_tombstones(service).await;
     apply_retention(service).await;
     purge(service).await;
     if let Some((count, oldest)) = ask(service, PendingBacklog, "measure the pending backlog").await
@@ -225,6 +230,37 @@ async fn settle_present(service: &FileService, file: &File) -> Option<Outcome> {
             Some(Outcome::Failed)
         }
     }
+}
+
+/// Sweeps the keys of files that ended while their upload URL was valid, batch
+/// after batch; returns the number of objects removed.
+pub async fn sweep_tombstones(service: &FileService) -> usize {
+    let batch = service.settings().reconciler.batch_size;
+    let mut removed = 0;
+    loop {
+        match service.sweep_tombstones().await {
+            Ok((swept, found)) => {
+                removed += found;
+                if swept > 0 {
+                    tracing::info!(
+                        keys = swept,
+                        objects_removed = found,
+                        "swept the keys of ended files"
+                    );
+                }
+                // Swept or failed, claimed files leave the candidate set: a short
+                // batch means nothing else is due.
+                if (swept as i64) < batch {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler cannot sweep tombstones now");
+                break;
+            }
+        }
+    }
+    removed
 }
 
 /// Deletes uploaded files older than their tenant's `retention_days`.

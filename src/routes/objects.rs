@@ -45,6 +45,10 @@ fn data_plane_error(e: DataPlaneError) -> ApiError {
             "the upload was interrupted ({cause}); nothing was stored"
         )),
         DataPlaneError::NotFound => ApiError::new(ErrorCode::NotFound, "no such object"),
+        DataPlaneError::AlreadyStored => ApiError::new(
+            ErrorCode::Conflict,
+            "an object was stored with this URL already and is not replaced",
+        ),
         DataPlaneError::Storage(e) => ApiError::unavailable(format!("local storage: {e}")),
     }
 }
@@ -61,7 +65,9 @@ fn local_backend<'a>(service: &'a FileService, name: &str) -> Result<&'a LocalBa
 
 problem_responses!(
     /// The problems `PUT /v1/objects/{backend}/{key}` answers with.
-    PutObjectProblems: Forbidden => "tampered, foreign or expired URL",
+    PutObjectProblems: Forbidden => "tampered, foreign or expired URL, or the file was \
+            deleted, rejected or expired: the URL no longer accepts uploads",
+        Conflict => "an object was stored with this URL already (it is never replaced)",
         SizeMismatch | ChecksumMismatch => "nothing stored"
 );
 
@@ -102,10 +108,14 @@ pub async fn put_object(
                 .ok_or_else(|| ApiError::invalid("Content-Length is not a number"))?,
         ),
     };
+    // A signature cannot be revoked; the file's status can say the URL is spent.
+    service.admit_upload(&backend, &key).await?;
     local
         .receive(&grant, declared, body)
         .await
         .map_err(data_plane_error)?;
+    // The file may have ended while the body was arriving.
+    service.discard_if_ended(&backend, &key).await?;
     Ok(HttpResponse::Ok().finish())
 }
 

@@ -32,9 +32,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct EventResult {
     /// Position of the entry in the document.
     pub index: usize,
-    /// `completed`, `already_uploaded`, `rejected`, `not_yet_visible`, `finished`,
-    /// `unknown` (not an object valet issued), `ignored` (not a creation) or
-    /// `malformed`.
+    /// `completed`, `verifying`, `already_uploaded`, `rejected`, `not_yet_visible`,
+    /// `finished`, `orphan_removed` (the file had ended; the object put under its
+    /// key was removed), `unknown` (not an object valet issued), `ignored` (not a
+    /// creation) or `malformed`.
     pub outcome: String,
     /// The file concerned, when valet knows the object.
     #[serde(skip_serializing_if = "Option::is_none")]

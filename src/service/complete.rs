@@ -25,8 +25,11 @@ pub enum StorageEventOutcome {
     Rejected(FileId),
     /// The store does not show the object yet: the file stays pending.
     NotYetVisible(FileId),
-    /// The file had ended (`rejected`, `expired`, `deleted`): nothing to do.
+    /// The file had ended (`rejected`, `expired`, `deleted`) and no object is there.
     Finished(FileId),
+    /// The file had ended, yet an object was stored under its key (with an upload
+    /// URL still valid): the object was removed.
+    OrphanRemoved(FileId),
     /// Not an object valet issued.
     Unknown,
 }
@@ -41,6 +44,7 @@ impl StorageEventOutcome {
             StorageEventOutcome::Rejected(_) => "rejected",
             StorageEventOutcome::NotYetVisible(_) => "not_yet_visible",
             StorageEventOutcome::Finished(_) => "finished",
+            StorageEventOutcome::OrphanRemoved(_) => "orphan_removed",
             StorageEventOutcome::Unknown => "unknown",
         }
     }
@@ -53,7 +57,8 @@ impl StorageEventOutcome {
             | StorageEventOutcome::AlreadyUploaded(id)
             | StorageEventOutcome::Rejected(id)
             | StorageEventOutcome::NotYetVisible(id)
-            | StorageEventOutcome::Finished(id) => Some(id),
+            | StorageEventOutcome::Finished(id)
+            | StorageEventOutcome::OrphanRemoved(id) => Some(id),
             StorageEventOutcome::Unknown => None,
         }
     }
@@ -247,19 +252,9 @@ impl FileService {
         {
             return Ok(StorageEventOutcome::Unknown);
         }
-        // Keys valet issues end with the file id.
-        let Ok(key) = valet_backends::ObjectKey::parse(&object.key) else {
+        let Some(file) = self.file_of_object(backend, &object.key).await? else {
             return Ok(StorageEventOutcome::Unknown);
         };
-        let Some(Ok(id)) = key.as_str().rsplit('/').next().map(str::parse::<FileId>) else {
-            return Ok(StorageEventOutcome::Unknown);
-        };
-        let Some(file) = self.load(id).await? else {
-            return Ok(StorageEventOutcome::Unknown);
-        };
-        if file.backend != backend || file.object_key != key {
-            return Ok(StorageEventOutcome::Unknown);
-        }
         match file.status {
             FileStatus::Uploaded => return Ok(StorageEventOutcome::AlreadyUploaded(file.id)),
             // valet's own assembly of the parts; the verifier is at work.
@@ -269,7 +264,14 @@ impl FileService {
                 return Ok(StorageEventOutcome::NotYetVisible(file.id))
             }
             FileStatus::Pending => {}
-            _ => return Ok(StorageEventOutcome::Finished(file.id)),
+            // Put after its file ended, with an upload URL that could not be revoked.
+            FileStatus::Deleted | FileStatus::Expired | FileStatus::Rejected => {
+                return Ok(if self.remove_orphan(&file).await? {
+                    StorageEventOutcome::OrphanRemoved(file.id)
+                } else {
+                    StorageEventOutcome::Finished(file.id)
+                });
+            }
         }
         let id = file.id;
         Ok(match self.verify_and_complete(file).await? {

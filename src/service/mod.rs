@@ -1,12 +1,14 @@
 //! The file workflows, composed from the actors: one file per workflow —
 //! `create` (declare a file, sign its upload), `complete` (verify the stored object:
 //! `complete`, storage events, the reconciler), `query` (get, download, list),
-//! `remove` (delete, retention, expiry). HTTP handlers and every
+//! `remove` (delete, retention, expiry), `orphans` (objects stored after their file
+//! ended). HTTP handlers and every
 //! other entry point (CLI, storage events, reconciler) go through here, so every
 //! path applies the same checks and transitions.
 
 mod complete;
 mod create;
+mod orphans;
 mod parts;
 mod query;
 mod remove;

@@ -79,6 +79,11 @@ pub fn record_reconciled(outcome: &'static str) {
     counter!("valet_reconciled_files_total", "outcome" => outcome).increment(1);
 }
 
+/// An object found under an ended file's key and removed.
+pub fn record_orphan_removed(backend: &str) {
+    counter!("valet_orphans_removed_total", "backend" => backend.to_owned()).increment(1);
+}
+
 /// Finished records purged.
 pub fn record_purged(count: usize) {
     counter!("valet_purged_records_total").increment(count as u64);

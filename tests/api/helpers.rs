@@ -25,6 +25,8 @@ pub const DATABASE_ENV: &str = "TEST_DATABASE";
 /// The Redis the cache tests use.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+pub use crate::patience::patience;
+
 /// A plain connection to the test Redis, failing with how to start one.
 pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
     let hint = "these tests need a Redis on 127.0.0.1:6379; start one with: \
@@ -183,6 +185,20 @@ async fn spawn(postgres: bool, configure: impl FnOnce(&mut Settings)) -> TestApp
         settings,
         _database: database.map(|(db, _)| db),
     }
+}
+
+/// The object key valet derives for a file (a `File` as the API returns it).
+pub fn object_key_of(file: &Value) -> valet_backends::ObjectKey {
+    let tenant = valet::domain::TenantId::parse(file["tenant_id"].as_str().expect("tenant"))
+        .expect("tenant id");
+    let root = match file["device_id"].as_str() {
+        Some(device) => {
+            valet::domain::Root::Device(valet::domain::DeviceId::parse(device).expect("device"))
+        }
+        None => valet::domain::Root::Shared,
+    };
+    let id = file["id"].as_str().expect("id").parse().expect("file id");
+    valet::domain::object_key(&tenant, &root, &id)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -423,7 +439,8 @@ impl TestApp {
         .expect("block");
     }
 
-    /// Polls the file until `done` holds for it (at most 20 s); returns it.
+    /// Polls the file until `done` holds for it (at most 20 s, see [`patience`]);
+    /// returns it.
     pub async fn wait_for_file(
         &self,
         token: &str,
@@ -431,7 +448,8 @@ impl TestApp {
         done: impl Fn(&Value) -> bool,
     ) -> Value {
         let mut last = Value::Null;
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + patience(Duration::from_secs(20));
+        while std::time::Instant::now() < deadline {
             let response = self.get_file(token, id).await;
             last = response.json().await.expect("file JSON");
             if done(&last) {

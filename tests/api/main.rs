@@ -13,7 +13,10 @@ mod helpers;
 mod local_store;
 mod multipart;
 mod ops;
+mod orphans;
 mod parts;
+#[path = "../support/patience.rs"]
+mod patience;
 mod postgres;
 mod ranges;
 mod reconciler;

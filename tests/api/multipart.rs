@@ -11,7 +11,7 @@ use valet::storage::Storage;
 use valet_backends::{ObjectKey, PartSpec, PartToAssemble, Sha256, UploadId};
 
 use crate::helpers::stores::on_every_backend;
-use crate::helpers::{body_of, TestApp};
+use crate::helpers::{body_of, object_key_of, TestApp};
 
 /// S3's smallest part but the last, which every backend accepts.
 const PART_SIZE: usize = 5 * 1024 * 1024;
@@ -29,8 +29,13 @@ impl<'a> Upload<'a> {
         let public_url = url::Url::parse(&app.address).expect("address");
         let storage = Storage::from_settings(&app.settings, &public_url).expect("storage");
         let backend = app.settings.default_backend.clone();
-        let key =
-            ObjectKey::parse(&format!("acme/dev-1/{}", uuid::Uuid::new_v4())).expect("object key");
+        // The key of a pending file: valet's local data plane accepts uploads only
+        // for those.
+        let token = app.device_token("acme", "dev-1");
+        let created = app
+            .create_ok(&token, &body_of(1), serde_json::json!({}))
+            .await;
+        let key = object_key_of(&created["file"]);
         let id = storage
             .start_multipart(&backend, &key, "application/octet-stream")
             .await

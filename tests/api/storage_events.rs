@@ -293,3 +293,32 @@ async fn event_grid_validation_is_answered_and_unconfigured_backends_are_not_fou
         .expect("request");
     assert_problem(response, 404, "not_found").await;
 }
+
+#[actix_web::test]
+async fn an_object_stored_after_its_file_was_deleted_is_removed_at_once() {
+    let app = spawn_app_with(with_storage_events).await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(300);
+    let created = app.create_ok(&token, &bytes, json!({})).await;
+    let id = created["file"]["id"].as_str().expect("id");
+    assert_eq!(app.delete(&token, id).await.status().as_u16(), 204);
+    // What a store that cannot revoke the upload URL does with a replayed PUT.
+    let url = url::Url::parse(created["upload"]["url"].as_str().expect("url")).expect("url");
+    let key = url.path().trim_start_matches("/v1/objects/local/");
+    let path = app.data_dir.path().join("objects").join(key);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, &bytes).expect("plant the object");
+
+    let document = fixture("minio-put.json", &created, bytes.len());
+    assert_eq!(
+        outcomes(post(&app, Some(SECRET), document.clone()).await).await,
+        ["orphan_removed"]
+    );
+    assert!(!path.exists(), "the object was removed");
+    assert_eq!(status_of(&app, &token, &created).await, "deleted");
+    // A second delivery finds nothing left to remove.
+    assert_eq!(
+        outcomes(post(&app, Some(SECRET), document).await).await,
+        ["finished"]
+    );
+}

@@ -42,6 +42,9 @@ pub enum DataPlaneError {
     /// The object does not exist.
     #[error("no such object")]
     NotFound,
+    /// An object was stored with this URL already; it is never replaced.
+    #[error("an object is stored under this key already")]
+    AlreadyStored,
     /// The store itself failed.
     #[error(transparent)]
     Storage(#[from] std::io::Error),
@@ -182,6 +185,10 @@ impl LocalBackend {
                 });
             }
         }
+        // Refused before the body is read; the link below settles a race.
+        if grant.part.is_none() && tokio::fs::try_exists(self.object_path(&grant.key)).await? {
+            return Err(DataPlaneError::AlreadyStored);
+        }
         let incoming = self.root.join(INCOMING_DIR);
         tokio::fs::create_dir_all(&incoming).await?;
         let part = PartFile::new(incoming.join(format!("{}.part", uuid::Uuid::new_v4())));
@@ -216,13 +223,24 @@ impl LocalBackend {
             tokio::fs::create_dir_all(parent).await?;
         }
         // The digest goes first: an object file never exists without its digest.
+        // (Every URL for a key signs the same digest, so a losing racer rewrites
+        // the same value.)
         let digest_part = PartFile::new(part.path().with_extension("digest"));
         tokio::fs::write(digest_part.path(), grant.sha256.to_hex()).await?;
         tokio::fs::rename(digest_part.path(), self.digest_path(&grant.key)).await?;
         digest_part.disarm();
-        tokio::fs::rename(part.path(), &target).await?;
+        // A link, unlike a rename, never replaces: of two PUTs racing with one URL
+        // the first to finish is stored and the other is refused.
+        let linked = tokio::fs::hard_link(part.path(), &target).await;
+        let _ = tokio::fs::remove_file(part.path()).await;
         part.disarm();
-        Ok(())
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(DataPlaneError::AlreadyStored)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Streams the body into `path`, counting and hashing; fails on any mismatch.

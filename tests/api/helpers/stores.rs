@@ -153,19 +153,46 @@ pub fn use_backend(s: &mut Settings, name: &str, backend: BackendSettings) {
 
 /// A valet storing files in its local store.
 pub async fn spawn_on_local() -> TestApp {
-    spawn_app_with(|s| use_backend(s, "local", local_backend())).await
+    spawn_on_local_with(|_| {}).await
 }
 
 /// A valet storing files in a fresh bucket on the test S3 server.
 pub async fn spawn_on_s3() -> TestApp {
-    let (_, backend) = s3_bucket().await;
-    spawn_app_with(|s| use_backend(s, "s3", backend)).await
+    spawn_on_s3_with(|_| {}).await
 }
 
 /// A valet storing files in a fresh container on the test Azurite.
 pub async fn spawn_on_azblob() -> TestApp {
+    spawn_on_azblob_with(|_| {}).await
+}
+
+/// As [`spawn_on_local`], with more settings changed by `configure`.
+pub async fn spawn_on_local_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        use_backend(s, "local", local_backend());
+        configure(s);
+    })
+    .await
+}
+
+/// As [`spawn_on_s3`], with more settings changed by `configure`.
+pub async fn spawn_on_s3_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (_, backend) = s3_bucket().await;
+    spawn_app_with(|s| {
+        use_backend(s, "s3", backend);
+        configure(s);
+    })
+    .await
+}
+
+/// As [`spawn_on_azblob`], with more settings changed by `configure`.
+pub async fn spawn_on_azblob_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let (_, backend) = azure_container().await;
-    spawn_app_with(|s| use_backend(s, "azure", backend)).await
+    spawn_app_with(|s| {
+        use_backend(s, "azure", backend);
+        configure(s);
+    })
+    .await
 }
 
 /// Runs one test on a runtime of its own, never alongside another test run this way:
@@ -185,20 +212,27 @@ pub fn run_in_turn(test: impl Future<Output = ()>) {
 /// One test per behaviour on every backend, each on a fresh app and run in turn:
 /// `on_every_backend!(behaviour, …)` in a module whose behaviours are
 /// `async fn(&TestApp)` gives `local::behaviour`, `s3::behaviour` and
-/// `azblob::behaviour`. A new backend is one more line here.
+/// `azblob::behaviour`; `on_every_backend!(with configure: behaviour, …)` first
+/// applies `fn configure(&mut Settings)` to each app. A new backend is one more
+/// line in each arm here.
 macro_rules! on_every_backend {
-    ($($behaviour:ident),+ $(,)?) => {
-        $crate::helpers::stores::on_every_backend!(@on local, spawn_on_local: $($behaviour),+);
-        $crate::helpers::stores::on_every_backend!(@on s3, spawn_on_s3: $($behaviour),+);
-        $crate::helpers::stores::on_every_backend!(@on azblob, spawn_on_azblob: $($behaviour),+);
+    (with $configure:ident: $($behaviour:ident),+ $(,)?) => {
+        $crate::helpers::stores::on_every_backend!(@on local, spawn_on_local_with(super::$configure): $($behaviour),+);
+        $crate::helpers::stores::on_every_backend!(@on s3, spawn_on_s3_with(super::$configure): $($behaviour),+);
+        $crate::helpers::stores::on_every_backend!(@on azblob, spawn_on_azblob_with(super::$configure): $($behaviour),+);
     };
-    (@on $backend:ident, $spawn:ident: $($behaviour:ident),+) => {
+    ($($behaviour:ident),+ $(,)?) => {
+        $crate::helpers::stores::on_every_backend!(@on local, spawn_on_local(): $($behaviour),+);
+        $crate::helpers::stores::on_every_backend!(@on s3, spawn_on_s3(): $($behaviour),+);
+        $crate::helpers::stores::on_every_backend!(@on azblob, spawn_on_azblob(): $($behaviour),+);
+    };
+    (@on $backend:ident, $spawn:ident $arguments:tt: $($behaviour:ident),+) => {
         mod $backend {
             $(
                 #[test]
                 fn $behaviour() {
                     $crate::helpers::stores::run_in_turn(async {
-                        let app = $crate::helpers::stores::$spawn().await;
+                        let app = $crate::helpers::stores::$spawn $arguments.await;
                         super::$behaviour(&app).await;
                     });
                 }
