@@ -256,7 +256,7 @@ impl Cli {
             }
             Command::Config(ConfigCommand::Check) => {
                 let settings = Settings::load(self.config.as_deref())?;
-                print!("{}", settings.to_redacted_toml()?);
+                print!("{}", settings.effective().to_redacted_toml()?);
                 eprintln!("configuration is valid");
             }
             Command::Config(ConfigCommand::Schema) => {

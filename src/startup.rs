@@ -68,18 +68,8 @@ impl Application {
             TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let local = listener.local_addr()?;
         let port = local.port();
-        let public_url = match settings.server.public_url() {
-            Some(url) => url.clone(),
-            // No public URL configured: the address actually bound (port 0 resolved).
-            None => {
-                let scheme = if settings.tls_enabled() {
-                    "https"
-                } else {
-                    "http"
-                };
-                url::Url::parse(&format!("{scheme}://{local}"))?
-            }
-        };
+        // Without a configured public URL: the address actually bound (port 0 resolved).
+        let public_url = settings.public_url_for(local)?;
 
         let storage = Storage::from_settings(&settings, &public_url)?;
         storage.probe_all().await?;

@@ -230,10 +230,7 @@ fn build(
 ) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match configured {
         BackendSettings::Local(config) => {
-            let root = config
-                .root
-                .clone()
-                .unwrap_or_else(|| settings.data_dir.join("objects"));
+            let root = settings.local_root(config);
             let secret = match &config.secret {
                 Some(s) => s.expose().as_bytes().to_vec(),
                 None => load_or_create_secret(&settings.local_secret_path())?,

@@ -21,6 +21,7 @@ mod tenants;
 mod uploads;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -246,6 +247,52 @@ impl Settings {
             .get(tenant)
             .and_then(|t| t.backend.as_deref())
             .unwrap_or(&self.default_backend)
+    }
+
+    /// The base URL devices reach valet at when it listens on `bound`: the
+    /// configured `server.public_url`, else the bound address (`https` with TLS).
+    pub fn public_url_for(&self, bound: SocketAddr) -> anyhow::Result<url::Url> {
+        if let Some(url) = self.server.public_url() {
+            return Ok(url.clone());
+        }
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
+        Ok(url::Url::parse(&format!("{scheme}://{bound}"))?)
+    }
+
+    /// The local store's root directory: configured, or `objects` under `data_dir`.
+    pub fn local_root(&self, config: &LocalConfig) -> PathBuf {
+        config
+            .root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("objects"))
+    }
+
+    /// HTTP worker threads: configured, or one per CPU (actix's default).
+    pub fn workers(&self) -> usize {
+        self.server.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    /// The configuration as it will run: the defaults derived from the machine or
+    /// from other settings written out (`server.public_url` unless the port is
+    /// chosen at start, `server.workers`, each local store's `root`,
+    /// `events.source`), so `valet config check` shows what valet will use.
+    pub fn effective(&self) -> Settings {
+        let mut copy = self.clone();
+        let bind = self.server.bind_addr();
+        if bind.port() != 0 {
+            copy.server.public_url = self.public_url_for(bind).ok().map(String::from);
+        }
+        copy.server.workers = Some(self.workers());
+        for backend in copy.backends.values_mut() {
+            if let BackendSettings::Local(config) = backend {
+                config.root = Some(self.local_root(config));
+            }
+        }
+        copy.events.source = Some(self.event_source());
+        copy.database.url = Some(self.database_url());
+        copy
     }
 
     /// The effective configuration as TOML, secrets and passwords redacted.

@@ -203,7 +203,7 @@ pub struct Inbox {
 impl Inbox {
     /// Waits until `count` messages arrived (at most 20 s) and returns all so far.
     pub async fn wait_for(&self, count: usize) -> Vec<Received> {
-        for _ in 0..200 {
+        for _ in 0..crate::helpers::attempts(200) {
             let messages = self.messages.lock().expect("lock").clone();
             if messages.len() >= count {
                 return messages;
@@ -276,7 +276,7 @@ impl CuttableProxy {
     /// The broker is back, on the same address.
     pub async fn restore(&self) {
         let mut listener = None;
-        for _ in 0..50 {
+        for _ in 0..crate::helpers::attempts(50) {
             match TcpListener::bind(&self.address).await {
                 Ok(l) => {
                     listener = Some(l);
@@ -475,7 +475,7 @@ async fn while_the_broker_is_away_uploads_go_on_and_every_event_arrives_later_in
     }
     // Ready for uploads, with the broker reported down.
     let mut reported = false;
-    for _ in 0..50 {
+    for _ in 0..crate::helpers::attempts(50) {
         let ready = app
             .client
             .get(app.url("/readyz"))
@@ -552,7 +552,7 @@ async fn a_connection_lost_mid_stream_loses_nothing() {
     assert_eq!(outbox.len(), 20);
     let expected: std::collections::BTreeSet<String> =
         outbox.iter().map(|e| e.event_id.clone()).collect();
-    for _ in 0..200 {
+    for _ in 0..crate::helpers::attempts(200) {
         let got: std::collections::BTreeSet<String> = ids_of(&all.received()).into_iter().collect();
         if got == expected {
             return;
@@ -610,7 +610,7 @@ async fn unroutable_events_are_counted_and_still_drained() {
     let app = spawn_publishing(&broker).await;
     let token = app.device_token("acme", "dev-42");
     app.upload(&token, &body_of(10), json!({})).await;
-    for _ in 0..100 {
+    for _ in 0..crate::helpers::attempts(100) {
         if app.outbox().await.iter().all(|e| e.published_at.is_some()) {
             let metrics = app
                 .client
@@ -651,7 +651,7 @@ async fn published_rows_are_pruned_after_the_retention() {
     .await;
     let recent = app.upload(&token, &body_of(11), json!({})).await;
     all.wait_for(2).await;
-    for _ in 0..50 {
+    for _ in 0..crate::helpers::attempts(50) {
         let outbox = app.outbox().await;
         if outbox.len() == 1 {
             assert_eq!(outbox[0].file_id, recent["id"].as_str().expect("id"));

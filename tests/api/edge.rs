@@ -131,7 +131,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 
     write_server_certificate(certs.path(), &new_ca);
     let mut served_new = false;
-    for _ in 0..50 {
+    for _ in 0..crate::helpers::attempts(50) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // New connections each time (the client pools connections).
         if tls_client(&new_ca, None).get(&healthz).send().await.is_ok() {
@@ -284,7 +284,7 @@ async fn beyond_the_in_flight_limit_valet_answers_503_at_once() {
 
     drop(stalled);
     let mut served = false;
-    for _ in 0..50 {
+    for _ in 0..crate::helpers::attempts(50) {
         let response = app
             .client
             .get(app.url("/v1/files"))

@@ -25,7 +25,7 @@ pub const DATABASE_ENV: &str = "TEST_DATABASE";
 /// The Redis the cache tests use.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-pub use crate::patience::patience;
+pub use crate::patience::{attempts, patience};
 
 /// A plain connection to the test Redis, failing with how to start one.
 pub async fn redis_admin() -> redis::aio::MultiplexedConnection {

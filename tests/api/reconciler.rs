@@ -209,7 +209,7 @@ async fn retention_deletes_old_uploads_and_old_records_are_purged() {
     ))
     .await;
     let mut gone = false;
-    for _ in 0..50 {
+    for _ in 0..crate::helpers::attempts(50) {
         if app.get_file(&token, old_id).await.status().as_u16() == 404 {
             gone = true;
             break;

@@ -18,6 +18,11 @@ fn config_check_without_a_file_prints_the_defaults() {
         "default_backend = \"local\"",
         "url = \"sqlite://./valet-data/valet.db\"",
         "dev_key = true",
+        // Derived values are written out: what valet will actually use.
+        "public_url = \"http://127.0.0.1:8080/\"",
+        "root = \"./valet-data/objects\"",
+        "source = \"valet://",
+        "workers = ",
     ] {
         assert!(
             out.stdout.contains(expected),

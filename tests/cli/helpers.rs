@@ -219,7 +219,8 @@ impl Server {
     /// listening (so the 200 did not come from another test's server on a port
     /// that was taken in between). On early exit, the logs are returned.
     fn wait_until_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let startup_timeout = crate::patience::patience(STARTUP_TIMEOUT);
+        let deadline = Instant::now() + startup_timeout;
         loop {
             let child = self.child.as_mut().expect("server is running");
             if let Some(status) = child.try_wait().expect("poll valet serve") {
@@ -234,7 +235,7 @@ impl Server {
             if Instant::now() > deadline {
                 self.stop();
                 return Err(format!(
-                    "no 200 from /healthz within {STARTUP_TIMEOUT:?}\n{}",
+                    "no 200 from /healthz within {startup_timeout:?}\n{}",
                     self.logs()
                 ));
             }

@@ -9,6 +9,10 @@ mod client;
 mod config;
 mod helpers;
 mod parts;
+// Shared with the API tests, which use all of it.
+#[allow(dead_code)]
+#[path = "../support/patience.rs"]
+mod patience;
 mod process;
 mod proxy;
 mod relay;

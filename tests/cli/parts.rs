@@ -87,7 +87,7 @@ fn spawn(dir: &Path, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
 
 /// Waits up to 30 s for `done`, checked on every stderr line and every 50 ms.
 fn wait_for(child: &mut Child, lines: &mpsc::Receiver<String>, mut done: impl FnMut(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::patience::patience(Duration::from_secs(30));
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         match lines.recv_timeout(Duration::from_millis(50)) {

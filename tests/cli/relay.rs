@@ -50,7 +50,11 @@ fn events_kept_by_the_embedded_default_are_published_once_a_broker_is_configured
     let received: Vec<String> = runtime.block_on(async {
         let mut received = Vec::new();
         while received.len() < 3 {
-            let next = tokio::time::timeout(Duration::from_secs(20), consumer.next()).await;
+            let next = tokio::time::timeout(
+                crate::patience::patience(Duration::from_secs(20)),
+                consumer.next(),
+            )
+            .await;
             let Ok(Some(Ok(delivery))) = next else { break };
             let event: Value = serde_json::from_slice(&delivery.data).expect("event");
             received.push(event["data"]["id"].as_str().expect("id").to_owned());

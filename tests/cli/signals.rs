@@ -106,7 +106,7 @@ fn stops_gracefully_on(signal: &str) {
 
     // Then the process exits on its own, cleanly.
     let child = server.child.as_mut().expect("running");
-    let deadline = Instant::now() + Duration::from_secs(25);
+    let deadline = Instant::now() + crate::patience::patience(Duration::from_secs(25));
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;

@@ -14,3 +14,12 @@ pub fn patience(base: Duration) -> Duration {
         .unwrap_or(1.0);
     base.mul_f64(factor)
 }
+
+/// `n` polls stretched the same way: for loops that poll a fixed number of times
+/// with a fixed pause between polls.
+pub fn attempts(n: u32) -> u32 {
+    let stretched = patience(Duration::from_secs(u64::from(n)))
+        .as_secs_f64()
+        .ceil();
+    stretched.max(f64::from(n)) as u32
+}
