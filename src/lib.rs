@@ -14,6 +14,7 @@ pub(crate) mod edge;
 pub mod events;
 pub mod metadata;
 pub(crate) mod notifier;
+pub(crate) mod policy;
 pub(crate) mod private_file;
 pub(crate) mod problem;
 pub(crate) mod reconciler;

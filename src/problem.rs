@@ -48,6 +48,12 @@ pub enum ErrorCode {
     PartMismatch,
     /// 416: the requested byte range lies outside the object.
     RangeNotSatisfiable,
+    /// 403: a new file would exceed a quota (`limit` names it: `max_bytes`,
+    /// `max_files`, `device_max_bytes` or `device_max_files`).
+    QuotaExceeded,
+    /// 429: the tenant or device made too many requests; `Retry-After` says when to
+    /// try again.
+    RateLimited,
     /// 503: a dependency (database, storage) is unavailable; retry later.
     Unavailable,
     /// 500: a bug; the log has details under the request id.
@@ -59,7 +65,10 @@ impl ErrorCode {
     pub fn status(&self) -> StatusCode {
         match self {
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::ClientCertificateRequired => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden
+            | ErrorCode::ClientCertificateRequired
+            | ErrorCode::QuotaExceeded => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -99,6 +108,8 @@ impl ErrorCode {
             ErrorCode::UploadIncomplete => "upload_incomplete",
             ErrorCode::PartMismatch => "part_mismatch",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -153,6 +164,8 @@ pub struct ApiError {
     detail: String,
     /// Extension members of the problem document (RFC 9457 §3.2).
     members: Vec<(&'static str, serde_json::Value)>,
+    /// Seconds for `Retry-After`, when not the default of the code.
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -162,7 +175,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             members: Vec::new(),
+            retry_after_secs: None,
         }
+    }
+
+    /// Answers with `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// Its code.
@@ -231,8 +251,9 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static("Bearer realm=\"valet\""),
                 );
             }
-            ErrorCode::Unavailable => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            ErrorCode::Unavailable | ErrorCode::RateLimited => {
+                let secs = self.retry_after_secs.unwrap_or(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             _ => {}
         }
@@ -257,6 +278,14 @@ impl From<crate::metadata::StoreError> for ApiError {
                 ApiError::unavailable(format!("database unavailable: {cause}"))
             }
             StoreError::Internal(cause) => ApiError::internal(cause),
+            StoreError::QuotaExceeded(limit) => ApiError::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "this file would exceed the {} quota (pending files count)",
+                    limit.as_str()
+                ),
+            )
+            .with_member("limit", serde_json::Value::from(limit.as_str())),
         }
     }
 }

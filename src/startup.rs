@@ -17,6 +17,7 @@ use crate::edge::{self, CertificateStore, Limits, TrustedProxies, VerifiedClient
 use crate::events::{EventContext, StorageLocation};
 use crate::metadata::{db, GroupCommit, MetadataStore, Schema};
 use crate::notifier::{Notifier, StopRelay};
+use crate::policy::TenantPolicies;
 use crate::reconciler::Reconciler;
 use crate::routes;
 use crate::service::FileService;
@@ -114,6 +115,8 @@ impl Application {
             })
         };
         let notifier = Notifier::new(store.clone(), settings.clone()).start();
+        let policies = Arc::new(TenantPolicies::new(settings.policy.clone()));
+        crate::policy::reload_on_sighup(policies.clone(), settings.source_file.clone());
         let service = FileService {
             auth: authenticator,
             store,
@@ -122,6 +125,7 @@ impl Application {
             cache: cache::from_settings(&settings.cache)?,
             storage,
             settings: settings.clone(),
+            policies: policies.clone(),
         };
 
         let json_limit = settings.server.json_limit_bytes;

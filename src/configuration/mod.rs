@@ -14,6 +14,8 @@ mod cache;
 mod database;
 mod events;
 mod logging;
+mod metrics;
+mod policy;
 mod reconciler;
 mod server;
 mod storage_events;
@@ -37,6 +39,8 @@ pub use cache::CacheSettings;
 pub use database::DatabaseSettings;
 pub use events::EventSettings;
 pub use logging::{LogFormat, LogSettings};
+pub use metrics::MetricsSettings;
+pub use policy::{PolicySettings, TenantPolicy};
 pub use reconciler::ReconcilerSettings;
 pub use server::ServerSettings;
 pub use storage_events::StorageEventSettings;
@@ -80,6 +84,14 @@ pub struct Settings {
     pub storage_events: BTreeMap<String, StorageEventSettings>,
     /// The message broker events are published to.
     pub amqp: AmqpSettings,
+    /// Quotas, limits and rate limits per tenant and device (reloaded on SIGHUP).
+    pub policy: PolicySettings,
+    /// What `/metrics` exposes.
+    pub metrics: MetricsSettings,
+    /// The file this configuration was read from, if any (to reload the policy).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub source_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -99,6 +111,9 @@ impl Default for Settings {
             reconciler: ReconcilerSettings::default(),
             storage_events: BTreeMap::new(),
             amqp: AmqpSettings::default(),
+            policy: PolicySettings::default(),
+            metrics: MetricsSettings::default(),
+            source_file: None,
         }
     }
 }
@@ -122,7 +137,8 @@ impl Settings {
                 })
                 .split("__"),
         );
-        let settings: Settings = figment.extract().context("invalid configuration")?;
+        let mut settings: Settings = figment.extract().context("invalid configuration")?;
+        settings.source_file = path.map(Path::to_path_buf);
         settings.finish()
     }
 
@@ -145,6 +161,7 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<server::Parsed> {
         let parsed = self.server.validate()?;
         self.reconciler.validate()?;
+        self.policy.validate()?;
         self.amqp.validate()?;
         for (backend, events) in &self.storage_events {
             if !self.backends.contains_key(backend) {

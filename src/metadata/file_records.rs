@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use super::db::DbConnection;
 use super::rows::FileRow;
 use super::schema::files;
+use super::usage;
 use super::{now_micros, MetadataStore, StoreError};
 use crate::domain::{File, FileId, FileStatus, Root, TenantId};
 use crate::events::EventKind;
@@ -138,6 +139,7 @@ impl MetadataStore {
                     if let Some(kind) = event(previous) {
                         self.record_event(conn, kind, &file, now)?;
                     }
+                    usage::on_transition(conn, &file, previous, to)?;
                     return Ok(Transition::Changed(file));
                 }
             }

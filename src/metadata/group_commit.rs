@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::db::{DbConnection, DbPool};
 use super::rows::FileRow;
 use super::schema::files;
+use super::usage::{self, QuotaLimits};
 use super::{connection, Schema, StoreError};
 use crate::domain::File;
 use crate::telemetry::metrics;
@@ -23,6 +24,7 @@ const MAX_GROUP: usize = 256;
 
 struct Job {
     file: File,
+    limits: QuotaLimits,
     reply: oneshot::Sender<Result<File, StoreError>>,
 }
 
@@ -47,11 +49,16 @@ impl GroupCommit {
         Ok(Self { queue })
     }
 
-    /// Records a new pending file; answers once its row is committed.
-    pub async fn insert(&self, file: File) -> Result<File, StoreError> {
+    /// Records a new pending file, reserving its room within `limits`; answers once
+    /// its row is committed (or with the quota it would break).
+    pub async fn insert(&self, file: File, limits: QuotaLimits) -> Result<File, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { file, reply })
+            .send(Job {
+                file,
+                limits,
+                reply,
+            })
             .map_err(|_| StoreError::Unavailable("the metadata writers have stopped".into()))?;
         answer
             .await
@@ -83,25 +90,52 @@ fn commit(pool: &DbPool, schema: &Schema, group: Vec<Job>) {
         Ok(conn) => conn,
         Err(e) => return answer_all(group, &e),
     };
-    let rows: Vec<FileRow> = group.iter().map(|j| FileRow::from_file(&j.file)).collect();
-    metrics::record_group_commit(rows.len());
-    match conn.transaction(|c| insert_rows(c, rows)) {
-        Ok(()) => {
-            for job in group {
-                let _ = job.reply.send(Ok(job.file));
-            }
-        }
+    metrics::record_group_commit(group.len());
+    match conn.transaction(|c| insert_group(c, &group)) {
+        Ok(outcomes) => answer(group, outcomes),
         Err(e) if group.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
             answer_all(group, &e)
         }
         // Something in the group was refused: each row alone, each caller its answer.
         Err(_) => {
             for job in group {
-                let row = FileRow::from_file(&job.file);
-                let result = insert_rows(&mut conn, vec![row]).map(|()| job.file);
-                let _ = job.reply.send(result);
+                let result = conn.transaction(|c| insert_group(c, std::slice::from_ref(&job)));
+                match result {
+                    Ok(outcomes) => answer(vec![job], outcomes),
+                    Err(e) => answer_all(vec![job], &e),
+                }
             }
         }
+    }
+}
+
+/// Reserves the group's room and inserts the rows that fit, in one transaction;
+/// per job, `None` when inserted or the quota it would break.
+fn insert_group(
+    conn: &mut DbConnection,
+    group: &[Job],
+) -> Result<Vec<Option<usage::QuotaLimit>>, StoreError> {
+    let files: Vec<(&File, QuotaLimits)> = group.iter().map(|j| (&j.file, j.limits)).collect();
+    let reserved = usage::reserve(conn, &files)?;
+    let rows: Vec<FileRow> = group
+        .iter()
+        .zip(&reserved)
+        .filter(|(_, reserved)| reserved.is_ok())
+        .map(|(job, _)| FileRow::from_file(&job.file))
+        .collect();
+    if !rows.is_empty() {
+        insert_rows(conn, rows)?;
+    }
+    Ok(reserved.into_iter().map(Result::err).collect())
+}
+
+fn answer(group: Vec<Job>, outcomes: Vec<Option<usage::QuotaLimit>>) {
+    for (job, refused) in group.into_iter().zip(outcomes) {
+        let result = match refused {
+            None => Ok(job.file),
+            Some(limit) => Err(StoreError::QuotaExceeded(limit)),
+        };
+        let _ = job.reply.send(result);
     }
 }
 

@@ -9,6 +9,7 @@ mod parts;
 mod reconcile;
 mod rows;
 mod schema;
+mod usage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,7 @@ pub use reconcile::{
 };
 use rows::NewOutboxRow;
 pub use rows::OutboxEntry;
+pub use usage::{GetUsage, QuotaLimit, QuotaLimits, Usage};
 
 /// Owns the database pool; run it in a `SyncArbiter` with one thread per connection.
 pub struct MetadataStore {
@@ -132,6 +134,9 @@ pub enum StoreError {
     /// The database cannot be reached: 503.
     #[error("{0}")]
     Unavailable(String),
+    /// A new file would break this quota: 403 `quota_exceeded`.
+    #[error("the {} quota would be exceeded", .0.as_str())]
+    QuotaExceeded(QuotaLimit),
     /// Anything else: 500.
     #[error("{0}")]
     Internal(String),

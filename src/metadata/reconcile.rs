@@ -171,6 +171,7 @@ impl Handler<ExpireMany> for MetadataStore {
             for row in rows {
                 let file = row.into_file()?;
                 self.record_event(conn, EventKind::Expired, &file, now)?;
+                super::usage::on_transition(conn, &file, FileStatus::Pending, FileStatus::Expired)?;
                 expired.push(file);
             }
             Ok(expired)

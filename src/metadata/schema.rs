@@ -49,4 +49,15 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(files, outbox, file_parts);
+diesel::table! {
+    usage_counters (tenant_id, device_id) {
+        tenant_id -> Text,
+        device_id -> Text,
+        bytes_used -> BigInt,
+        files_used -> BigInt,
+        bytes_reserved -> BigInt,
+        files_reserved -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(files, outbox, file_parts, usage_counters);

@@ -19,6 +19,7 @@ use crate::problem::{ErrorCode, Problem};
     paths(
         files::create_file, files::list_files, files::get_file, files::complete_file,
         files::download_file, files::delete_file, parts::sign_parts, parts::list_parts,
+        super::usage::get_usage,
         objects::put_object, objects::get_object, objects::head_object,
         storage_events::storage_events,
         health::healthz, health::readyz, health::render_metrics,
@@ -26,6 +27,7 @@ use crate::problem::{ErrorCode, Problem};
     components(schemas(
         crate::domain::File, crate::domain::FileStatus,
         crate::service::CreateUpload, files::CreatedUpload, files::UploadBody, files::MultipartBody,
+        crate::service::UsagePage, crate::service::UsageReport, crate::service::DeviceUsage,
         files::SignedRequestBody, files::FileList, files::Verifying, parts::PartsRequest, parts::SignedParts,
         crate::service::PartRequest, crate::service::SignedPart, crate::service::PartsReport,
         crate::service::HeldPart,

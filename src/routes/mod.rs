@@ -8,6 +8,7 @@ mod health;
 mod objects;
 mod parts;
 mod storage_events;
+mod usage;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -33,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
     .app_data(web::QueryConfig::default().error_handler(query_error))
     .app_data(web::PathConfig::default().error_handler(path_error))
     .configure(files::configure)
+    .configure(usage::configure)
     .configure(objects::configure)
     .configure(storage_events::configure)
     .configure(health::configure)

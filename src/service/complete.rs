@@ -151,7 +151,7 @@ impl FileService {
         match self.transition(MarkUploaded(file.id)).await? {
             Transition::Changed(file) => {
                 self.notifier.do_send(OutboxAppended);
-                metrics::record_file_operation("complete", file.tenant_id.as_str(), device(&file));
+                self.record_operation("complete", &file);
                 tracing::info!(file_id = %file.id, tenant = %file.tenant_id, "file uploaded");
                 Ok(Completion::Uploaded(Box::new(file)))
             }
@@ -292,7 +292,7 @@ impl FileService {
         let transition = self.transition(MarkRejected(file.id)).await?;
         if let Transition::Changed(_) = transition {
             self.notifier.do_send(OutboxAppended);
-            metrics::record_file_operation("reject", file.tenant_id.as_str(), device(file));
+            self.record_operation("reject", file);
             tracing::warn!(file_id = %file.id, "stored object does not match its declaration: rejected");
         }
         self.delete_object(file).await;

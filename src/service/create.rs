@@ -94,6 +94,14 @@ impl FileService {
             || ApiError::new(ErrorCode::NotFound, "no such device root"),
         )?;
 
+        let policy = self.policies.for_tenant(&identity.tenant);
+        TenantPolicies::check_file(
+            &policy,
+            &identity.tenant,
+            request.size,
+            content_type.as_str(),
+        )?;
+
         let id = FileId::new();
         let now = now_micros();
         let uploads = &self.settings.uploads;
@@ -161,15 +169,19 @@ impl FileService {
                 upload
             }
         };
-        let file = match self.writes.insert(file.clone()).await {
+        let quotas = TenantPolicies::quotas(&policy);
+        let file = match self.writes.insert(file.clone(), quotas).await {
             Ok(file) => file,
             Err(e) => {
+                if let StoreError::QuotaExceeded(limit) = &e {
+                    crate::policy::record_quota_rejection(&identity.tenant, limit.as_str());
+                }
                 self.abort_parts(&file).await;
                 return Err(e.into());
             }
         };
         self.cache.put(&file).await;
-        metrics::record_file_operation("create", file.tenant_id.as_str(), device(&file));
+        self.record_operation("create", &file);
         Ok((file, upload))
     }
 

@@ -12,10 +12,12 @@ mod orphans;
 mod parts;
 mod query;
 mod remove;
+mod usage;
 
 pub use create::{CreateUpload, Upload};
 pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart};
 pub use query::ListRequest;
+pub use usage::{DeviceUsage, UsagePage, UsageReport, UsageRequest};
 
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::metadata::{
     MarkUploaded, MetadataStore, StoreError, Transition,
 };
 use crate::notifier::{Notifier, OutboxAppended};
+use crate::policy::TenantPolicies;
 use crate::problem::{ApiError, ErrorCode};
 use crate::storage::Storage;
 use crate::storage_events::CreatedObject;
@@ -67,6 +70,8 @@ pub struct FileService {
     pub(crate) storage: Storage,
     /// The running configuration.
     pub(crate) settings: Arc<Settings>,
+    /// Tenant policy in force (quotas, limits, rate limits; reloaded on SIGHUP).
+    pub(crate) policies: Arc<TenantPolicies>,
 }
 
 impl FileService {
@@ -80,7 +85,8 @@ impl FileService {
         self.settings.server.tls_client_ca.is_some()
     }
 
-    /// Verifies a bearer token (each distinct token's signature once).
+    /// Verifies a bearer token (each distinct token's signature once) and takes the
+    /// request from its tenant's and device's rate limits.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Authenticated, ApiError> {
         let token = token.ok_or_else(|| {
             ApiError::new(
@@ -88,7 +94,9 @@ impl FileService {
                 "an Authorization: Bearer <token> header is required",
             )
         })?;
-        Ok(self.auth.authenticate(token).await?)
+        let who = self.auth.authenticate(token).await?;
+        self.policies.admit(&who.identity)?;
+        Ok(who)
     }
 
     /// `error`, unless the caller's token has expired by now: then 401, whatever
@@ -219,8 +227,17 @@ impl FileService {
     }
 }
 
-fn device(file: &File) -> Option<&str> {
-    file.device_id.as_ref().map(|d| d.as_str())
+impl FileService {
+    /// Counts one operation on `file`, per tenant (and per device when
+    /// `metrics.per_device` asks for it).
+    fn record_operation(&self, operation: &'static str, file: &File) {
+        let device = if self.settings.metrics.per_device {
+            Some(file.device_id.as_ref().map_or("shared", |d| d.as_str()))
+        } else {
+            None
+        };
+        metrics::record_file_operation(operation, file.tenant_id.as_str(), device);
+    }
 }
 
 fn principal_kind(identity: &Identity) -> &'static str {

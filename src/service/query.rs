@@ -71,7 +71,7 @@ impl FileService {
                 },
             )
             .map_err(ApiError::from)?;
-        metrics::record_file_operation("download", file.tenant_id.as_str(), device(&file));
+        self.record_operation("download", &file);
         Ok(request)
     }
 

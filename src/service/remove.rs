@@ -22,7 +22,7 @@ impl FileService {
         match transition {
             Transition::Changed(_) => {
                 self.notifier.do_send(OutboxAppended);
-                metrics::record_file_operation("delete", file.tenant_id.as_str(), device(file));
+                self.record_operation("delete", file);
                 self.delete_object(file).await;
                 self.abort_parts(file).await;
                 Ok(())
@@ -48,7 +48,7 @@ impl FileService {
         futures_util::stream::iter(&expired)
             .for_each_concurrent(STORAGE_CONCURRENCY, |file| async move {
                 self.cache.put(file).await;
-                metrics::record_file_operation("expire", file.tenant_id.as_str(), device(file));
+                self.record_operation("expire", file);
                 // A device may still PUT with a URL issued moments before expiry.
                 self.delete_object(file).await;
                 self.abort_parts(file).await;

@@ -47,15 +47,25 @@ pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration)
     histogram!("valet_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
 }
 
-/// One file operation (`create`, `complete`, `reject`, `download`, `delete`).
+/// One file operation (`create`, `complete`, `reject`, `download`, `delete`,
+/// `expire`) of `tenant`, labelled with `device` only when given (per-device series
+/// are opt-in: see `metrics.per_device`).
 pub fn record_file_operation(operation: &'static str, tenant: &str, device: Option<&str>) {
-    counter!(
-        "valet_file_operations_total",
-        "operation" => operation,
-        "tenant" => tenant.to_owned(),
-        "device" => device.unwrap_or("shared").to_owned(),
-    )
-    .increment(1);
+    match device {
+        Some(device) => counter!(
+            "valet_file_operations_total",
+            "operation" => operation,
+            "tenant" => tenant.to_owned(),
+            "device" => device.to_owned(),
+        )
+        .increment(1),
+        None => counter!(
+            "valet_file_operations_total",
+            "operation" => operation,
+            "tenant" => tenant.to_owned(),
+        )
+        .increment(1),
+    }
 }
 
 /// Database pool state after a checkout, and how long the checkout waited.

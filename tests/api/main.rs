@@ -17,6 +17,7 @@ mod orphans;
 mod parts;
 #[path = "../support/patience.rs"]
 mod patience;
+mod policy;
 mod postgres;
 mod ranges;
 mod reconciler;

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{body_of, spawn_app};
+use crate::helpers::{body_of, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn health_and_readiness() {
@@ -84,9 +84,13 @@ async fn request_ids_are_echoed() {
 
 #[actix_web::test]
 async fn metrics_count_requests_and_file_operations() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.metrics.per_device = true).await;
     let token = app.device_token("metrics-tenant", "dev-m");
     app.upload(&token, &body_of(10), json!({})).await;
+    // Per tenant only unless asked for (a series per device is costly).
+    let plain = spawn_app().await;
+    let other = plain.device_token("metrics-plain", "dev-p");
+    plain.upload(&other, &body_of(10), json!({})).await;
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -110,6 +114,12 @@ async fn metrics_count_requests_and_file_operations() {
         "{text}"
     );
     assert!(text.contains("valet_outbox_depth"), "{text}");
+    assert!(
+        text.contains(
+            r#"valet_file_operations_total{operation="complete",tenant="metrics-plain"} 1"#
+        ),
+        "{text}"
+    );
 }
 
 #[actix_web::test]

@@ -1,5 +1,5 @@
-//! Graceful shutdown: on SIGTERM or SIGINT, `valet serve` finishes the requests in
-//! flight, then exits cleanly.
+//! Signals: on SIGTERM or SIGINT, `valet serve` finishes the requests in flight,
+//! then exits cleanly; on SIGHUP it reloads the tenant policy.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -125,4 +125,44 @@ fn stops_gracefully_on(signal: &str) {
             .unwrap_or(false),
         "the uploads were stored"
     );
+}
+
+#[test]
+fn sighup_reloads_the_tenant_policy() {
+    let dir = TempDir::new().expect("temp dir");
+    fs::write(
+        dir.path().join("valet.toml"),
+        "[policy.default]\nmax_files = 1\n",
+    )
+    .expect("config");
+    let server = Server::start(dir.path(), &[("VALET_CONFIG", "valet.toml")]);
+    let token = mint_device_token(dir.path(), "acme", "dev-42");
+    let create = |n: usize| {
+        let bytes = random_bytes(100 + n);
+        let request = format!(
+            r#"{{"name":"f-{n}.bin","size":{},"sha256":"{}"}}"#,
+            bytes.len(),
+            sha256_hex(&bytes)
+        );
+        http_call(server.port, "POST", "/v1/files", &token, &request)
+    };
+    assert_eq!(create(0).0, 201);
+    let (status, refused) = create(1);
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused.contains("\"limit\":\"max_files\""), "{refused}");
+
+    fs::write(
+        dir.path().join("valet.toml"),
+        "[policy.default]\nmax_files = 3\n",
+    )
+    .expect("config");
+    server.send_signal("HUP");
+    let deadline = Instant::now() + crate::patience::patience(Duration::from_secs(10));
+    while !server.logs().contains("tenant policy reloaded") {
+        assert!(Instant::now() < deadline, "no reload:\n{}", server.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(create(2).0, 201);
+    assert_eq!(create(3).0, 201);
+    assert_eq!(create(4).0, 403);
 }
