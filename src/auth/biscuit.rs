@@ -32,7 +32,10 @@ fn invalid(detail: &str) -> AuthError {
 }
 
 /// Parses `token`, checks its signatures against `keys` and reads its identity.
-pub fn verify(token: &str, keys: impl RootKeyProvider) -> Result<VerifiedBiscuit, BiscuitRejection> {
+pub fn verify(
+    token: &str,
+    keys: impl RootKeyProvider,
+) -> Result<VerifiedBiscuit, BiscuitRejection> {
     let token = Biscuit::from_base64(token.trim(), keys).map_err(|e| match e {
         TokenError::Format(Format::UnknownPublicKey) => BiscuitRejection::UnknownKey(invalid(
             "the token is signed by a key valet does not trust",

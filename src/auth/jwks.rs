@@ -85,7 +85,7 @@ impl KeyDocument for JwkKeys {
         Ok(Self(keys))
     }
 
-    fn len(&self) -> usize {
+    fn key_count(&self) -> usize {
         self.0.len()
     }
 }
@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(key.kid.as_deref(), Some("a"));
         let mut declared = ed25519("b");
         declared["alg"] = json!("RS256");
-        assert!(JwtKey::from_json(&declared).is_err(), "alg must fit the key");
+        assert!(
+            JwtKey::from_json(&declared).is_err(),
+            "alg must fit the key"
+        );
     }
 
     #[test]
@@ -218,7 +221,8 @@ mod tests {
         assert!(JwtKey::from_json(&hmac).is_err());
         let short = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode([1u8; 8])});
         assert!(JwtKey::from_json(&short).is_err());
-        let small_rsa = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB"});
+        let small_rsa =
+            json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB"});
         assert!(JwtKey::from_json(&small_rsa).is_err());
         let mut encryption = ed25519("e");
         encryption["use"] = json!("enc");
@@ -227,9 +231,10 @@ mod tests {
 
     #[test]
     fn a_set_keeps_what_it_can_use() {
-        let body = json!({"keys": [ed25519("a"), {"kty": "oct", "k": "c2VjcmV0"}, {"nonsense": 1}]});
+        let body =
+            json!({"keys": [ed25519("a"), {"kty": "oct", "k": "c2VjcmV0"}, {"nonsense": 1}]});
         let keys = JwkKeys::parse("jwks:test", &serde_json::to_vec(&body).unwrap()).unwrap();
-        assert_eq!(keys.len(), 1);
+        assert_eq!(keys.key_count(), 1);
         assert!(keys.find("a").is_some());
         assert!(JwkKeys::parse("jwks:test", b"{}").is_err());
         assert!(JwkKeys::from_config("test", &[ed25519("a"), json!({"kty": "oct"})]).is_err());

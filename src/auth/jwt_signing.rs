@@ -205,7 +205,11 @@ impl JwtSigningKey {
     pub fn sign(&self, claims: &Value) -> anyhow::Result<String> {
         let mut header = Header::new(self.algorithm());
         header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding_key()?)?)
+        Ok(jsonwebtoken::encode(
+            &header,
+            claims,
+            &self.encoding_key()?,
+        )?)
     }
 
     /// Reads a key file written by [`JwtSigningKey::write`].

@@ -70,7 +70,7 @@ impl KeyDocument for RootKeySet {
         Ok(Self(keys))
     }
 
-    fn len(&self) -> usize {
+    fn key_count(&self) -> usize {
         self.0.len()
     }
 }
@@ -154,7 +154,7 @@ mod tests {
             .unwrap()
             .push(serde_json::json!({"id": 9}));
         let set = RootKeySet::parse("key_set", &serde_json::to_vec(&body).unwrap()).unwrap();
-        assert_eq!(set.len(), 1);
+        assert_eq!(set.key_count(), 1);
         assert_eq!(set.get(7), Some(a.keypair.public()));
         assert!(RootKeySet::parse("key_set", b"[]").is_err());
         assert!(RootKeySet::parse("key_set", &document(&[(1, &a), (1, &a)])).is_err());
@@ -165,12 +165,12 @@ mod tests {
         let configured_key = RootKey::generate(Some(1));
         let published_key = RootKey::generate(Some(1));
         let mut configured = TrustedKeys::default();
-        configured
-            .insert(1, &configured_key.public_key())
-            .unwrap();
-        let published =
-            RootKeySet::parse("key_set", &document(&[(1, &published_key), (2, &published_key)]))
-                .unwrap();
+        configured.insert(1, &configured_key.public_key()).unwrap();
+        let published = RootKeySet::parse(
+            "key_set",
+            &document(&[(1, &published_key), (2, &published_key)]),
+        )
+        .unwrap();
         let keys = RootKeys {
             configured: &configured,
             published: Some(&published),

@@ -30,7 +30,7 @@ pub trait KeyDocument: Default + Send + Sync + 'static {
     fn parse(source: &str, body: &[u8]) -> anyhow::Result<Self>;
 
     /// How many usable keys it holds.
-    fn len(&self) -> usize;
+    fn key_count(&self) -> usize;
 }
 
 /// A key document published at a URL, and the state of its fetching.
@@ -95,7 +95,7 @@ impl<D: KeyDocument> KeySource<D> {
             Health::NotFetched => Err("not fetched yet".into()),
             Health::Failed(why) => Err(format!(
                 "{why} (holding {} keys fetched before)",
-                self.keys().len()
+                self.keys().key_count()
             )),
         }
     }
@@ -169,11 +169,18 @@ impl<D: KeyDocument> KeySource<D> {
         let now = Instant::now();
         let next = match outcome {
             Ok((document, max_age)) => {
-                let keys = document.len();
-                self.current.store(Arc::new(document));
-                *lock(&self.health) = Health::Fetched;
+                let keys = document.key_count();
+                let before = self.current.swap(Arc::new(document)).key_count();
+                let recovered = !matches!(
+                    std::mem::replace(&mut *lock(&self.health), Health::Fetched),
+                    Health::Fetched
+                );
                 metrics::record_key_fetch(&self.name, "ok", Some(keys));
-                tracing::debug!(source = %self.name, keys, "fetched keys");
+                if recovered || keys != before {
+                    tracing::info!(source = %self.name, keys, "fetched keys");
+                } else {
+                    tracing::debug!(source = %self.name, keys, "fetched keys");
+                }
                 let interval = max_age
                     .unwrap_or(self.max_refresh)
                     .clamp(self.min_refresh, self.max_refresh);
@@ -242,7 +249,9 @@ impl<D: KeyDocument> KeySource<D> {
 /// The state stays consistent under every lock holder (plain assignments), so a
 /// poisoned lock is used as it is.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// An error and its causes on one line ("error sending request: … : connection refused").
@@ -269,10 +278,7 @@ fn display_url(url: &url::Url) -> String {
 /// `max-age` of a `Cache-Control` header; `no-cache`/`no-store` count as 0 (the
 /// minimum interval then applies).
 fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::CACHE_CONTROL)?
-        .to_str()
-        .ok()?;
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
     value.split(',').find_map(|directive| {
         let directive = directive.trim();
         if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")

@@ -145,7 +145,9 @@ fn expired_token() -> AuthError {
 pub fn authorize(credential: &Credential, request: &Request<'_>) -> Result<(), AuthError> {
     match credential {
         Credential::Jwt { valid_until: last } => valid_until(*last),
-        Credential::Biscuit { plain: Some(plain), .. } => plain.check(),
+        Credential::Biscuit {
+            plain: Some(plain), ..
+        } => plain.check(),
         Credential::Biscuit { token, plain: None } => authorize_biscuit(token, request),
     }
 }
@@ -284,6 +286,27 @@ mod tests {
         assert!(matches!(plain.check(), Err(AuthError::Unauthenticated(_))));
         let forever = PlainToken::recognise(&minted(None), &identity()).unwrap();
         assert!(forever.check().is_ok());
+    }
+
+    #[test]
+    fn a_jwt_is_valid_until_its_last_second() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let live = Credential::Jwt {
+            valid_until: now + 60,
+        };
+        assert!(authorize(&live, &read_request()).is_ok());
+        assert!(expired(&live).is_none());
+        let gone = Credential::Jwt {
+            valid_until: now - 1,
+        };
+        assert!(matches!(
+            authorize(&gone, &read_request()),
+            Err(AuthError::Unauthenticated(_))
+        ));
+        assert!(expired(&gone).is_some());
     }
 
     #[test]

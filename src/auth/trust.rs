@@ -37,8 +37,8 @@ pub enum FetchedSource {
 pub enum KeyStamp {
     /// A root key of the published key set.
     RootKey {
-        /// Its id.
-        id: u32,
+        /// The id the token names (none: the only key there was).
+        id: Option<u32>,
         /// The key itself.
         key: biscuit_auth::PublicKey,
     },
@@ -102,15 +102,6 @@ impl TrustStore {
         })
     }
 
-    /// Trusts exactly these root keys.
-    pub fn with_root_keys(configured: TrustedKeys) -> Self {
-        Self {
-            configured,
-            key_set: None,
-            issuers: Vec::new(),
-        }
-    }
-
     /// Fetches every published key set at once (valet starts whatever the
     /// outcome: readiness reports the failures), then keeps each fresh.
     pub async fn start(&self) -> anyhow::Result<()> {
@@ -150,7 +141,7 @@ impl TrustStore {
             Ok(verified) => {
                 let key = match keys.choose_with_origin(verified.root_key_id) {
                     Some((key, true)) => Some(KeyStamp::RootKey {
-                        id: verified.root_key_id.unwrap_or_default(),
+                        id: verified.root_key_id,
                         key,
                     }),
                     _ => None,
@@ -189,7 +180,10 @@ impl TrustStore {
                     }),
             }),
             Err(JwtRejection::UnknownKey(issuer, error))
-                if self.issuers[issuer].fetched.is_some() =>
+                if self
+                    .issuers
+                    .get(issuer)
+                    .is_some_and(|issuer| issuer.fetched.is_some()) =>
             {
                 Err(Rejection::UnknownKey {
                     source: FetchedSource::Jwks(issuer),
@@ -205,10 +199,17 @@ impl TrustStore {
     /// Whether the fetched key a verification relied on is still published.
     pub fn still_trusted(&self, stamp: &KeyStamp) -> bool {
         match stamp {
-            KeyStamp::RootKey { id, key } => self
-                .key_set
-                .as_ref()
-                .is_some_and(|source| source.keys().get(*id) == Some(*key)),
+            KeyStamp::RootKey { id, key } => {
+                let Some(key_set) = &self.key_set else {
+                    return false;
+                };
+                let published = key_set.keys();
+                let keys = RootKeys {
+                    configured: &self.configured,
+                    published: Some(published.as_ref()),
+                };
+                keys.choose_with_origin(*id) == Some((*key, true))
+            }
             KeyStamp::Jwk {
                 issuer,
                 kid,

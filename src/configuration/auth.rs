@@ -70,7 +70,10 @@ impl AuthSettings {
         at_least_one(&[
             ("auth.validator_threads", self.validator_threads as u64),
             ("auth.token_cache_ttl_secs", self.token_cache_ttl_secs),
-            ("auth.key_set_min_refresh_secs", self.key_set_min_refresh_secs),
+            (
+                "auth.key_set_min_refresh_secs",
+                self.key_set_min_refresh_secs,
+            ),
         ])?;
         if self.key_set_max_refresh_secs < self.key_set_min_refresh_secs {
             bail!("auth.key_set_max_refresh_secs must be at least auth.key_set_min_refresh_secs");
