@@ -7,7 +7,8 @@ use actix::SyncArbiter;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{token, RootKey};
+use crate::auth::jwt_signing::SigningAlgorithm;
+use crate::auth::{token, JwtClaims, JwtSigningKey, RootKey};
 use crate::client::{ApiClient, UploadOptions};
 use crate::configuration::Settings;
 use crate::domain::{DeviceId, Principal, ServiceName, TenantId};
@@ -81,14 +82,25 @@ pub enum ConfigCommand {
 /// `valet keys …`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Write a new Ed25519 root key pair with a key id.
+    /// Write a new Ed25519 root key pair with a key id or, with `--jwt`, a JWT
+    /// signing key pair and its JWK set.
     Generate {
         /// Key file to create (default `valet-root-key-<id>.toml`).
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "jwt")]
         out: Option<PathBuf>,
         /// Key id (default: random).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "jwt")]
         id: Option<u32>,
+        /// Write a JWT signing key to this file instead, and its public JWK set
+        /// beside it (`<file stem>.jwks.json`).
+        #[arg(long, value_name = "PATH")]
+        jwt: Option<PathBuf>,
+        /// Algorithm of the JWT signing key.
+        #[arg(long, value_enum, default_value = "eddsa", requires = "jwt")]
+        algorithm: SigningAlgorithm,
+        /// Key id (`kid`) of the JWT signing key (default: random).
+        #[arg(long, requires = "jwt")]
+        kid: Option<String>,
     },
 }
 
@@ -115,8 +127,21 @@ pub struct MintArgs {
     #[arg(long, default_value = "1h")]
     pub ttl: humantime::Duration,
     /// Root key file (default: the development key in the data directory).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "jwt")]
     pub key: Option<PathBuf>,
+    /// Mint a JWT with this signing key file (from `valet keys generate --jwt`)
+    /// instead of a biscuit.
+    #[arg(long, value_name = "PATH", requires_all = ["issuer", "audience"])]
+    pub jwt: Option<PathBuf>,
+    /// `iss` of the JWT.
+    #[arg(long, requires = "jwt")]
+    pub issuer: Option<String>,
+    /// `aud` of the JWT.
+    #[arg(long, requires = "jwt")]
+    pub audience: Option<String>,
+    /// A scope granted by the JWT (repeatable).
+    #[arg(long = "scope", requires = "jwt")]
+    pub scopes: Vec<String>,
 }
 
 /// `valet events …`
@@ -193,6 +218,73 @@ pub struct DownloadArgs {
     pub client: ClientArgs,
 }
 
+impl MintArgs {
+    /// The tenant and the device or service the token is for.
+    fn identity(&self) -> anyhow::Result<(TenantId, Principal)> {
+        let tenant = TenantId::parse(&self.tenant)?;
+        let principal = match (&self.device, &self.service) {
+            (Some(d), None) => Principal::Device(DeviceId::parse(d)?),
+            (None, Some(s)) => Principal::Service(ServiceName::parse(s)?),
+            _ => bail!("give exactly one of --device or --service"),
+        };
+        Ok((tenant, principal))
+    }
+}
+
+/// `valet keys generate --jwt PATH`: the key file, its JWK set beside it, and the
+/// configuration that trusts it.
+fn generate_jwt_key(
+    path: &std::path::Path,
+    algorithm: SigningAlgorithm,
+    kid: Option<String>,
+) -> anyhow::Result<()> {
+    let key = JwtSigningKey::generate(algorithm, kid)?;
+    let jwks_path = path.with_extension("jwks.json");
+    if jwks_path.exists() {
+        bail!("{} exists already", jwks_path.display());
+    }
+    let jwks = key.jwks()?;
+    let jwk = key.public_jwk()?;
+    key.write(path)?;
+    std::fs::write(&jwks_path, serde_json::to_string_pretty(&jwks)? + "\n")
+        .with_context(|| format!("cannot write {}", jwks_path.display()))?;
+    println!("wrote JWT signing key {} (keep it secret)", path.display());
+    println!("wrote its JWK set {}", jwks_path.display());
+    println!("kid:       {}", key.kid());
+    println!("algorithm: {:?}", key.algorithm());
+    println!();
+    println!("serve the JWK set and trust it by URL, or inline:");
+    println!("[auth.jwt.dev]");
+    println!("issuer = \"https://sts.example.com\"");
+    println!("audience = \"valet\"");
+    println!("keys = [{}]", toml_inline(&jwk)?);
+    Ok(())
+}
+
+/// A flat JSON object as a TOML inline table.
+fn toml_inline(object: &serde_json::Value) -> anyhow::Result<String> {
+    let table: toml::Table = serde_json::from_value(object.clone())?;
+    Ok(toml::Value::Table(table).to_string())
+}
+
+/// `valet token mint --jwt PATH …`: a JWT as the device token service mints them.
+fn mint_jwt(args: &MintArgs) -> anyhow::Result<String> {
+    let (Some(path), Some(issuer), Some(audience)) = (&args.jwt, &args.issuer, &args.audience)
+    else {
+        bail!("--jwt needs --issuer and --audience");
+    };
+    let key = JwtSigningKey::read(path)?;
+    let (tenant, principal) = args.identity()?;
+    key.mint(&JwtClaims {
+        issuer,
+        audience,
+        tenant: &tenant,
+        principal: &principal,
+        ttl: args.ttl.into(),
+        scopes: &args.scopes,
+    })
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -265,7 +357,13 @@ impl Cli {
                     serde_json::to_string_pretty(&Settings::json_schema())?
                 );
             }
-            Command::Keys(KeysCommand::Generate { out, id }) => {
+            Command::Keys(KeysCommand::Generate {
+                jwt: Some(path),
+                algorithm,
+                kid,
+                ..
+            }) => generate_jwt_key(&path, algorithm, kid)?,
+            Command::Keys(KeysCommand::Generate { out, id, .. }) => {
                 let key = RootKey::generate(id);
                 let path =
                     out.unwrap_or_else(|| PathBuf::from(format!("valet-root-key-{}.toml", key.id)));
@@ -279,6 +377,9 @@ impl Cli {
                 println!("id = {}", key.id);
                 println!("public_key = \"{}\"", key.public_key());
             }
+            Command::Token(TokenCommand::Mint(args)) if args.jwt.is_some() => {
+                println!("{}", mint_jwt(&args)?);
+            }
             Command::Token(TokenCommand::Mint(args)) => {
                 let settings = Settings::load(self.config.as_deref())?;
                 let path = args.key.clone().unwrap_or_else(|| settings.dev_key_path());
@@ -289,12 +390,7 @@ impl Cli {
                     );
                 }
                 let key = RootKey::read(&path)?;
-                let tenant = TenantId::parse(&args.tenant)?;
-                let principal = match (&args.device, &args.service) {
-                    (Some(d), None) => Principal::Device(DeviceId::parse(d)?),
-                    (None, Some(s)) => Principal::Service(ServiceName::parse(s)?),
-                    _ => bail!("give exactly one of --device or --service"),
-                };
+                let (tenant, principal) = args.identity()?;
                 let ttl: Duration = args.ttl.into();
                 println!("{}", token::mint(&key, &tenant, &principal, ttl)?);
             }

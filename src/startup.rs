@@ -10,7 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
-use crate::auth::{Authenticator, RootKey, TokenValidator, TrustedKeys};
+use crate::auth::{Authenticator, RootKey, TokenValidator, TrustStore, TrustedKeys};
 use crate::cache;
 use crate::configuration::Settings;
 use crate::edge::{self, CertificateStore, Limits, TrustedProxies, VerifiedClientCertificate};
@@ -43,7 +43,10 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
-        let keys = Arc::new(trusted_keys(&settings)?);
+        let trust = Arc::new(TrustStore::new(trusted_keys(&settings)?, &settings.auth)?);
+        // Published key sets are fetched now; one that cannot be is reported by
+        // readiness and fetched again later, and valet starts all the same.
+        trust.start().await?;
 
         let pool = db::pool(
             &settings.database_url(),
@@ -77,12 +80,13 @@ impl Application {
 
         let settings = Arc::new(settings);
         let authenticator = {
-            let keys = keys.clone();
+            let shared = trust.clone();
             let validator = SyncArbiter::start(settings.auth.validator_threads, move || {
-                TokenValidator::new(keys.clone())
+                TokenValidator::new(shared.clone())
             });
             Authenticator::new(
                 validator,
+                trust,
                 settings.auth.token_cache_capacity,
                 settings.auth.token_cache_ttl(),
             )

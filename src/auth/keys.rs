@@ -97,6 +97,31 @@ impl TrustedKeys {
     }
 }
 
+impl TrustedKeys {
+    /// The key with this id.
+    pub fn get(&self, id: u32) -> Option<PublicKey> {
+        self.0.get(&id).copied()
+    }
+
+    /// How many keys are trusted.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The key, when exactly one is trusted.
+    pub fn only(&self) -> Option<PublicKey> {
+        match self.0.len() {
+            1 => self.0.values().next().copied(),
+            _ => None,
+        }
+    }
+}
+
 impl RootKeyProvider for TrustedKeys {
     fn choose(&self, key_id: Option<u32>) -> Result<PublicKey, error::Format> {
         match key_id {
@@ -106,13 +131,7 @@ impl RootKeyProvider for TrustedKeys {
                 .copied()
                 .ok_or(error::Format::UnknownPublicKey),
             // A token without a key id is accepted only when there is no choice to make.
-            None if self.0.len() == 1 => self
-                .0
-                .values()
-                .next()
-                .copied()
-                .ok_or(error::Format::UnknownPublicKey),
-            None => Err(error::Format::UnknownPublicKey),
+            None => self.only().ok_or(error::Format::UnknownPublicKey),
         }
     }
 }

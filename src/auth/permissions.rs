@@ -2,9 +2,10 @@
 //! the caller's thread (about 30 µs), with the request's time, operation, resource
 //! and file as facts. Attenuated tokens are enforced exactly: nothing about a
 //! check's outcome is cached, only the verified token. A token exactly as minted
-//! ([`PlainToken`]) has no check but its expiry, so its verdict is one comparison.
+//! ([`PlainToken`]) has no check but its expiry, so its verdict is one comparison;
+//! so is a JWT's, which grants the full rights of its identity until it expires.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use biscuit_auth::builder::{fact, string, Check, Policy};
@@ -25,6 +26,23 @@ pub enum AuthError {
     /// The token could not be evaluated in time on a busy machine: 503, retry.
     #[error("{0}")]
     Busy(String),
+}
+
+/// A verified token, as far as the per-request checks need it.
+#[derive(Clone)]
+pub enum Credential {
+    /// A biscuit: its checks run per request.
+    Biscuit {
+        /// The verified token.
+        token: Arc<Biscuit>,
+        /// Set when the token is exactly as minted: its checks reduce to its expiry.
+        plain: Option<PlainToken>,
+    },
+    /// A JWT: valid, with every right of its identity, until it expires.
+    Jwt {
+        /// Last second (Unix time) it is accepted, the clock leeway included.
+        valid_until: u64,
+    },
 }
 
 /// What the authorizer may spend on one token.
@@ -99,13 +117,22 @@ impl PlainToken {
 
     /// The verdict the authorizer would reach now.
     fn check(&self) -> Result<(), AuthError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         match self.expires {
-            Some(last) if now > last => Err(expired_token()),
-            _ => Ok(()),
+            Some(last) => valid_until(last),
+            None => Ok(()),
         }
+    }
+}
+
+/// `Ok` while the current second is at most `last`.
+fn valid_until(last: u64) -> Result<(), AuthError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now > last {
+        Err(expired_token())
+    } else {
+        Ok(())
     }
 }
 
@@ -113,16 +140,30 @@ fn expired_token() -> AuthError {
     AuthError::Unauthenticated("the token has expired".into())
 }
 
-/// Runs `token`'s checks, at the current time, against `request`; a plain token's
-/// verdict is its expiry.
-pub fn authorize(
-    token: &Biscuit,
-    plain: Option<PlainToken>,
-    request: &Request<'_>,
-) -> Result<(), AuthError> {
-    if let Some(plain) = plain {
-        return plain.check();
+/// Runs the credential's checks, at the current time, against `request`; a plain
+/// biscuit's or a JWT's verdict is its expiry.
+pub fn authorize(credential: &Credential, request: &Request<'_>) -> Result<(), AuthError> {
+    match credential {
+        Credential::Jwt { valid_until: last } => valid_until(*last),
+        Credential::Biscuit {
+            plain: Some(plain), ..
+        } => plain.check(),
+        Credential::Biscuit { token, plain: None } => authorize_biscuit(token, request),
     }
+}
+
+/// Whether the credential has expired now (or an attenuation of it has): its time
+/// checks fail at the current time. For answers that do not reach [`authorize`] (an
+/// unknown file, a refused root), so an expired token is a 401 on every path.
+pub fn expired(credential: &Credential) -> Option<AuthError> {
+    match credential {
+        Credential::Jwt { valid_until: last } => valid_until(*last).err(),
+        Credential::Biscuit { token, plain } => biscuit_expired(token, *plain),
+    }
+}
+
+/// Runs a biscuit's checks, at the current time, against `request`.
+fn authorize_biscuit(token: &Biscuit, request: &Request<'_>) -> Result<(), AuthError> {
     let mut builder = AuthorizerBuilder::new()
         .time()
         .set_limits(limits())
@@ -137,10 +178,8 @@ pub fn authorize(
     run(token, builder)
 }
 
-/// Whether `token` has expired now (or an attenuation of it has): its time checks
-/// fail at the current time. For answers that do not reach [`authorize`] (an
-/// unknown file, a refused root), so an expired token is a 401 on every path.
-pub fn expired(token: &Biscuit, plain: Option<PlainToken>) -> Option<AuthError> {
+/// Whether a biscuit has expired now (see [`expired`]).
+fn biscuit_expired(token: &Biscuit, plain: Option<PlainToken>) -> Option<AuthError> {
     if let Some(plain) = plain {
         return plain.check().err();
     }
@@ -250,6 +289,27 @@ mod tests {
     }
 
     #[test]
+    fn a_jwt_is_valid_until_its_last_second() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let live = Credential::Jwt {
+            valid_until: now + 60,
+        };
+        assert!(authorize(&live, &read_request()).is_ok());
+        assert!(expired(&live).is_none());
+        let gone = Credential::Jwt {
+            valid_until: now - 1,
+        };
+        assert!(matches!(
+            authorize(&gone, &read_request()),
+            Err(AuthError::Unauthenticated(_))
+        ));
+        assert!(expired(&gone).is_some());
+    }
+
+    #[test]
     fn anything_beyond_the_minted_form_takes_the_full_path() {
         let later = SystemTime::now() + Duration::from_secs(3600);
         let attenuated = minted(Some(later))
@@ -293,13 +353,13 @@ mod tests {
     #[test]
     fn an_expired_attenuation_is_unauthenticated() {
         let token = attenuated("check if time($t), $t < 2020-01-01T00:00:00Z");
-        let verdict = authorize(&token, None, &read_request());
+        let verdict = authorize_biscuit(&token, &read_request());
         assert!(
             matches!(verdict, Err(AuthError::Unauthenticated(_))),
             "{verdict:?}"
         );
         assert!(matches!(
-            expired(&token, None),
+            biscuit_expired(&token, None),
             Some(AuthError::Unauthenticated(_))
         ));
     }
@@ -307,18 +367,18 @@ mod tests {
     #[test]
     fn a_check_about_the_request_is_forbidden() {
         let token = attenuated("check if operation(\"write\")");
-        let verdict = authorize(&token, None, &read_request());
+        let verdict = authorize_biscuit(&token, &read_request());
         assert!(
             matches!(verdict, Err(AuthError::Forbidden(_))),
             "{verdict:?}"
         );
-        assert!(expired(&token, None).is_none());
+        assert!(biscuit_expired(&token, None).is_none());
     }
 
     #[test]
     fn a_failed_check_reading_the_time_and_the_request_is_forbidden() {
         let token = attenuated("check if time($t), $t < 2020-01-01T00:00:00Z, operation(\"read\")");
-        let verdict = authorize(&token, None, &read_request());
+        let verdict = authorize_biscuit(&token, &read_request());
         assert!(
             matches!(verdict, Err(AuthError::Forbidden(_))),
             "{verdict:?}"

@@ -13,6 +13,7 @@ mod backends;
 mod cache;
 mod database;
 mod events;
+mod jwt;
 mod logging;
 mod metrics;
 mod policy;
@@ -38,6 +39,9 @@ pub use backends::BackendSettings;
 pub use cache::CacheSettings;
 pub use database::DatabaseSettings;
 pub use events::EventSettings;
+pub use jwt::{
+    Audience, ClaimNames, JwtIssuerSettings, DEFAULT_JWT_ALGORITHMS, SUPPORTED_JWT_ALGORITHMS,
+};
 pub use logging::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
 pub use policy::{PolicySettings, TenantPolicy};

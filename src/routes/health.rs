@@ -81,7 +81,8 @@ pub async fn readyz(service: web::Data<FileService>) -> HttpResponse {
 /// State of one dependency, for `/readyz`.
 #[derive(Debug, Clone)]
 struct Check {
-    /// What was checked (`database`, `cache`, `storage:<name>`).
+    /// What was checked (`database`, `cache`, `storage:<name>`, `key_set`,
+    /// `jwks:<issuer>`).
     name: String,
     /// `None` when healthy, else why not.
     error: Option<String>,
@@ -93,6 +94,7 @@ struct Check {
 /// Checks the database, the broker, the cache and every storage backend, at once,
 /// each within `server.readiness_check_timeout_ms`: a dependency that does not
 /// answer (a partition drops packets) is reported as timed out, never waited for.
+/// Published key sets are reported as their last fetch went.
 async fn readiness(service: &FileService) -> Vec<Check> {
     let deadline = service.settings.server.readiness_check_timeout();
     let database = async {
@@ -121,6 +123,15 @@ async fn readiness(service: &FileService) -> Vec<Check> {
         )));
     }
     let mut checks = futures_util::future::join_all(pending).await;
+    // Published keys: a source that cannot be fetched is reported, never required —
+    // the keys held from before, and every other source, still verify tokens.
+    for (name, status) in service.auth.key_fetch_status() {
+        checks.push(Check {
+            name,
+            error: status.err(),
+            required: false,
+        });
+    }
     // Events wait in the outbox while the broker is away: reported, not required.
     if let Ok(Ok(Some(broker))) =
         tokio::time::timeout(deadline, service.notifier.send(BrokerStatus)).await

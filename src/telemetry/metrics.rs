@@ -146,3 +146,13 @@ pub fn record_broker_reconnect() {
 pub fn set_broker_connected(connected: bool) {
     gauge!("valet_amqp_connected").set(if connected { 1.0 } else { 0.0 });
 }
+
+/// One fetch of a key document (`key_set`, `jwks:<issuer>`): `ok` or `failed`,
+/// and, after a successful one, how many keys it holds.
+pub fn record_key_fetch(source: &str, outcome: &'static str, keys: Option<usize>) {
+    counter!("valet_key_fetches_total", "source" => source.to_owned(), "outcome" => outcome)
+        .increment(1);
+    if let Some(keys) = keys {
+        gauge!("valet_fetched_keys", "source" => source.to_owned()).set(keys as f64);
+    }
+}

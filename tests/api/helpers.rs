@@ -1,6 +1,7 @@
 //! What the API tests share: a spawned valet ([`TestApp`]) with its HTTP calls, test
 //! databases and caches, and (in [`stores`]) the object stores to run on.
 
+pub mod key_server;
 pub mod stores;
 
 use std::time::Duration;

@@ -10,6 +10,7 @@ mod edge;
 mod errors;
 mod files;
 mod helpers;
+mod jwt;
 mod local_store;
 mod multipart;
 mod ops;

@@ -6,7 +6,7 @@ use std::fs;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{read_key_file, run_err, run_ok, sha256_hex, valet, Server};
+use crate::helpers::{read_key_file, run_err, run_ok, sha256_hex, upload, valet, Server};
 
 #[test]
 fn keys_generate_writes_private_file_and_prints_only_public_parts() {
@@ -291,4 +291,120 @@ fn a_generated_key_trusted_by_config_authenticates_the_cli() {
         "token logged"
     );
     assert!(!logs.contains(&trusted.private_hex), "private key logged");
+}
+
+#[test]
+fn keys_generate_jwt_writes_a_private_key_file_and_its_jwks() {
+    let dir = TempDir::new().expect("temp dir");
+    let out = run_ok(valet(dir.path()).args(["keys", "generate", "--jwt", "keys/sts.toml"]));
+    let path = dir.path().join("keys/sts.toml");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "key file mode is {:o}", mode & 0o777);
+    }
+    let jwks: Value = serde_json::from_slice(
+        &fs::read(dir.path().join("keys/sts.jwks.json")).expect("JWK set written"),
+    )
+    .expect("JSON");
+    let jwk = &jwks["keys"][0];
+    assert_eq!(jwk["alg"], "EdDSA", "Ed25519 by default: {jwks}");
+    assert_eq!(jwk["kty"], "OKP");
+    assert!(jwk.get("d").is_none(), "no private part published: {jwks}");
+    assert!(out.stdout.contains("[auth.jwt.dev]"), "{}", out.stdout);
+    let private = fs::read_to_string(&path).expect("key file");
+    let private_pem: String = private
+        .lines()
+        .filter(|l| !l.contains('=') && !l.starts_with("-----"))
+        .collect();
+    assert!(!private_pem.is_empty(), "{private}");
+    assert!(!out.all().contains(&private_pem), "private key printed");
+
+    let again = run_err(valet(dir.path()).args(["keys", "generate", "--jwt", "keys/sts.toml"]));
+    assert!(again.stderr.contains("sts"), "{}", again.stderr);
+    assert_eq!(fs::read_to_string(&path).expect("key file"), private);
+    let out = run_err(valet(dir.path()).args(["keys", "generate", "--algorithm", "rs256"]));
+    assert!(out.stderr.contains("--jwt"), "{}", out.stderr);
+}
+
+#[test]
+fn a_generated_jwt_key_trusted_by_config_authenticates_the_cli() {
+    let dir = TempDir::new().expect("temp dir");
+    let out = run_ok(valet(dir.path()).args([
+        "keys",
+        "generate",
+        "--jwt",
+        "sts.toml",
+        "--algorithm",
+        "rs256",
+        "--kid",
+        "sts-2026",
+    ]));
+    let snippet: String = out
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "[auth.jwt.dev]")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(snippet.contains("kid = \"sts-2026\""), "{}", out.stdout);
+    assert!(snippet.contains("alg = \"RS256\""), "{}", out.stdout);
+    fs::write(
+        dir.path().join("valet.toml"),
+        format!("[auth]\ndev_key = false\n\n{snippet}"),
+    )
+    .expect("write config");
+    let mut server = Server::start(dir.path(), &[("VALET_CONFIG", "valet.toml")]);
+    fs::write(dir.path().join("report.txt"), b"from a device\n").expect("write");
+
+    let mint = |audience: &str| {
+        run_ok(valet(dir.path()).args([
+            "token",
+            "mint",
+            "--jwt",
+            "sts.toml",
+            "--issuer",
+            "https://sts.example.com",
+            "--audience",
+            audience,
+            "--tenant",
+            "acme",
+            "--device",
+            "dev-42",
+            "--ttl",
+            "15m",
+        ]))
+        .stdout
+        .trim()
+        .to_owned()
+    };
+    let token = mint("valet");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let (file, _) = upload(dir.path(), &server, &token, "report.txt");
+    assert_eq!(file["status"], "uploaded", "{file:#}");
+    assert_eq!(file["device_id"], "dev-42", "{file:#}");
+    assert_eq!(file["sha256"], sha256_hex(b"from a device\n").as_str());
+
+    let elsewhere = mint("another-service");
+    let out = run_err(valet(dir.path()).args([
+        "upload",
+        "report.txt",
+        "--url",
+        &server.url(),
+        "--token",
+        &elsewhere,
+    ]));
+    assert!(out.stderr.contains("401"), "{}", out.stderr);
+
+    let out = run_err(valet(dir.path()).args([
+        "token", "mint", "--jwt", "sts.toml", "--tenant", "acme", "--device", "dev-42",
+    ]));
+    assert!(out.stderr.contains("--issuer"), "{}", out.stderr);
+
+    server.stop();
+    let logs = server.logs();
+    assert!(
+        !logs.contains(&token) && !logs.contains(&elsewhere),
+        "token logged"
+    );
 }
