@@ -9,9 +9,16 @@
 //!
 //! Two implementations: [`RedisCache`] (shared by every replica, when `cache.url` is
 //! set) and [`MemoryCache`] (bounded, in-process).
+//!
+//! A write that does not land must not leave a stale record for the other replicas.
+//! Redis entries therefore carry the cache *generation* they were written under, and
+//! a replica whose put or remove was lost raises the generation before it uses Redis
+//! again, turning every older entry into a miss for everyone (see the `generation` module).
+//! The in-process cache needs none of this: only its own replica writes to it.
 
 mod breaker;
 mod codec;
+mod generation;
 mod memory;
 mod redis;
 
@@ -110,6 +117,10 @@ mod record {
 
     pub(super) fn error(operation: &'static str) {
         counter!("valet_cache_errors_total", "operation" => operation).increment(1);
+    }
+
+    pub(super) fn generation_bump() {
+        counter!("valet_cache_generation_bumps_total").increment(1);
     }
 
     pub(super) fn duration(operation: &'static str, started: Instant) {
