@@ -124,12 +124,16 @@ impl Application {
             })
         };
         let notifier = Notifier::new(store.clone(), settings.clone()).start();
+        let cache = cache::from_settings(&settings.cache)?;
+        if cache.is_shared() {
+            cache::invalidations::spawn(cache.clone(), store.clone());
+        }
         let service = FileService {
             auth: authenticator,
             store,
             writes,
             notifier: notifier.clone(),
-            cache: cache::from_settings(&settings.cache)?,
+            cache,
             storage,
             settings: settings.clone(),
         };

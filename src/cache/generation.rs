@@ -8,7 +8,10 @@
 //! remove did not land (timeout, refused, unreachable, skipped by the open breaker)
 //! counts it as a [`LostWrites`]; before it uses Redis again it increments the
 //! counter (a *bump*), which turns every entry written before into a miss for every
-//! instance, and it keeps skipping Redis until a bump has succeeded.
+//! instance, and it keeps skipping Redis until a bump has succeeded. It also reports
+//! the lost write through the database, and every instance that sees such a report
+//! bumps too (see `super::invalidations`): the stale entries are ignored while the
+//! instance that lost the write is still cut off from Redis.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +70,8 @@ impl Default for Scripts {
     }
 }
 
-/// Writes through that did not land, and how many of them a bump has covered.
+/// Writes through that did not land (here or, as reported, elsewhere), and how
+/// many of them a bump has covered.
 ///
 /// A bump covers the writes lost before it was sent: it reaches Redis after their
 /// database changes were committed, so every entry they left behind is older than
@@ -75,6 +79,9 @@ impl Default for Scripts {
 /// a time: the others wait for it, and find nothing left to cover.
 #[derive(Default)]
 pub(super) struct LostWrites {
+    /// Lost here.
+    own: AtomicU64,
+    /// Lost here or reported by other instances: what bumps cover.
     lost: AtomicU64,
     covered: AtomicU64,
     bumping: tokio::sync::Mutex<()>,
@@ -83,7 +90,18 @@ pub(super) struct LostWrites {
 impl LostWrites {
     /// A put or remove did not land: Redis may hold an older record.
     pub(super) fn record(&self) {
+        self.own.fetch_add(1, Ordering::SeqCst);
         self.lost.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Another instance reported a lost write: Redis may hold an older record.
+    pub(super) fn record_reported(&self) {
+        self.lost.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Writes lost here so far.
+    pub(super) fn own(&self) -> u64 {
+        self.own.load(Ordering::SeqCst)
     }
 
     /// When some lost write is not covered yet, the count a bump sent now covers.
@@ -172,5 +190,16 @@ mod tests {
         // A slow bump answering last does not uncover anything.
         writes.covered(1, 3);
         assert_eq!(writes.uncovered(), None);
+    }
+
+    #[test]
+    fn reported_writes_need_a_bump_but_are_not_reported_again() {
+        let writes = LostWrites::default();
+        writes.record_reported();
+        assert_eq!(writes.uncovered(), Some(1));
+        assert_eq!(writes.own(), 0);
+        writes.record();
+        assert_eq!(writes.own(), 1);
+        assert_eq!(writes.uncovered(), Some(2));
     }
 }

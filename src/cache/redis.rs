@@ -473,6 +473,19 @@ impl FileCache for RedisCache {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn lost_writes(&self) -> u64 {
+        self.lost_writes.own()
+    }
+
+    fn invalidate(&self) {
+        // The next call bumps first (or, while the breaker is open, its probe).
+        self.lost_writes.record_reported();
+    }
 }
 
 /// `url` without its password and query (which may carry credentials).

@@ -134,9 +134,28 @@ async fn a_change_made_while_one_instance_cannot_reach_redis_is_never_read_stale
     );
     assert_ne!(cache_check(&app, &app.address).await, "ok");
 
-    // Back: this instance reports its cache ready only once entries written before
-    // the lost write are no longer served, to anyone.
+    // The lost write is reported through the database: the other instance stops
+    // reading the old record although this one still cannot reach Redis.
+    let mut fresh = false;
+    for _ in 0..100 {
+        if get_at(&app, &other, &token, &id).await["status"] == "uploaded" {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh, "the other instance kept reading the old record");
+
+    // Back: not one stale read, from the first on.
     proxy.restore().await;
+    for read in 0..20 {
+        assert_eq!(
+            get_at(&app, &other, &token, &id).await["status"],
+            "uploaded",
+            "read {read} through the other instance"
+        );
+    }
+    // This instance reports its cache ready once it raised the generation too.
     let mut ready = false;
     for _ in 0..200 {
         if cache_check(&app, &app.address).await == "ok" {
@@ -146,13 +165,6 @@ async fn a_change_made_while_one_instance_cannot_reach_redis_is_never_read_stale
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(ready, "the cache never became ready again after the outage");
-    for read in 0..20 {
-        assert_eq!(
-            get_at(&app, &other, &token, &id).await["status"],
-            "uploaded",
-            "read {read} through the other instance"
-        );
-    }
     // Cached again, under the raised generation.
     let cached = cached_entry(&mut admin, &app, &id).await.expect("cached");
     assert_eq!(cached["status"], "uploaded");
