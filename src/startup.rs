@@ -121,12 +121,16 @@ impl Application {
         let notifier = Notifier::new(store.clone(), settings.clone()).start();
         let policies = Arc::new(TenantPolicies::new(settings.policy.clone()));
         crate::policy::reload_on_sighup(policies.clone(), settings.source_file.clone());
+        let cache = cache::from_settings(&settings.cache)?;
+        if cache.is_shared() {
+            cache::invalidations::spawn(cache.clone(), store.clone());
+        }
         let service = FileService {
             auth: authenticator,
             store,
             writes,
             notifier: notifier.clone(),
-            cache: cache::from_settings(&settings.cache)?,
+            cache,
             storage,
             settings: settings.clone(),
             policies: policies.clone(),

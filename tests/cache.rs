@@ -15,6 +15,12 @@ use tokio::sync::RwLock;
 use tokio::time::timeout;
 
 use valet::cache::{from_settings, FileCache, MemoryCache};
+
+// Not every test crate that includes it uses every method.
+#[allow(dead_code)]
+#[path = "support/cuttable_proxy.rs"]
+mod cuttable_proxy;
+use cuttable_proxy::CuttableProxy;
 use valet::configuration::CacheSettings;
 use valet::domain::{object_key, DeviceId, File, FileId, FileStatus, Root, Sha256, TenantId};
 
@@ -447,6 +453,210 @@ async fn redis_ignores_entries_it_cannot_decode() {
         Some(&f),
         "and is overwritten"
     );
+
+    clean(&mut conn, &prefix).await;
+}
+
+/// The raw entry of `id` under `prefix`, as JSON.
+async fn raw_entry(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    id: &FileId,
+) -> Option<serde_json::Value> {
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}file:{id}"))
+        .query_async(conn)
+        .await
+        .expect("GET");
+    raw.map(|r| serde_json::from_str(&r).expect("entries are JSON"))
+}
+
+/// The generation key under `prefix`, if it was ever raised.
+async fn generation(conn: &mut MultiplexedConnection, prefix: &str) -> Option<u64> {
+    redis::cmd("GET")
+        .arg(format!("{prefix}generation"))
+        .query_async(conn)
+        .await
+        .expect("GET generation")
+}
+
+async fn bump(conn: &mut MultiplexedConnection, prefix: &str) {
+    let _: u64 = redis::cmd("INCR")
+        .arg(format!("{prefix}generation"))
+        .query_async(conn)
+        .await
+        .expect("INCR");
+}
+
+fn uploaded(mut f: File) -> File {
+    f.status = FileStatus::Uploaded;
+    f.uploaded_at = Some(Utc::now());
+    f
+}
+
+#[tokio::test]
+async fn redis_entries_of_another_generation_are_misses() {
+    let _server = SERVER.read().await;
+    let mut conn = admin().await;
+    let prefix = random_prefix();
+    let cache = redis_cache(&prefix, 1000);
+
+    let (f, g) = (sample_file(), sample_file());
+    put(&*cache, &f).await;
+    cache.fill(&g).await;
+    // Stamped by Redis with the current generation: 0 while there is no key.
+    assert_eq!(generation(&mut conn, &prefix).await, None);
+    for id in [&f.id, &g.id] {
+        let entry = raw_entry(&mut conn, &prefix, id).await.expect("stored");
+        assert_eq!(entry["generation"], 0, "{entry}");
+    }
+    assert_eq!(get(&*cache, &f.id).await.as_ref(), Some(&f));
+
+    // A bump turns every entry into a miss…
+    bump(&mut conn, &prefix).await;
+    assert_eq!(get(&*cache, &f.id).await, None);
+    assert_eq!(get(&*cache, &g.id).await, None);
+    // …and a fill replaces an entry of an older generation…
+    let newer = uploaded(f.clone());
+    cache.fill(&newer).await;
+    assert_eq!(get(&*cache, &f.id).await.as_ref(), Some(&newer));
+    assert_eq!(
+        raw_entry(&mut conn, &prefix, &f.id).await.expect("stored")["generation"],
+        1
+    );
+    // …but never one of the current generation.
+    cache.fill(&f).await;
+    assert_eq!(get(&*cache, &f.id).await.as_ref(), Some(&newer));
+    // A put always replaces, stamped with the current generation.
+    bump(&mut conn, &prefix).await;
+    put(&*cache, &g).await;
+    assert_eq!(
+        raw_entry(&mut conn, &prefix, &g.id).await.expect("stored")["generation"],
+        2
+    );
+    assert_eq!(get(&*cache, &g.id).await.as_ref(), Some(&g));
+
+    clean(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn redis_entries_from_before_generations_are_misses_and_filled_again() {
+    let _server = SERVER.read().await;
+    let mut conn = admin().await;
+    let prefix = random_prefix();
+    let cache = redis_cache(&prefix, 1000);
+
+    let f = sample_file();
+    put(&*cache, &f).await;
+    let mut legacy = raw_entry(&mut conn, &prefix, &f.id).await.expect("stored");
+    legacy.as_object_mut().expect("object").remove("generation");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}file:{}", f.id))
+        .arg(legacy.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    assert_eq!(get(&*cache, &f.id).await, None);
+    cache.fill(&f).await;
+    assert_eq!(get(&*cache, &f.id).await.as_ref(), Some(&f));
+
+    clean(&mut conn, &prefix).await;
+}
+
+/// Two caches on one key prefix, as two instances are: the first reaches Redis
+/// through `proxy`, the second directly.
+fn two_instances(prefix: &str, proxy: &CuttableProxy) -> (Arc<dyn FileCache>, Arc<dyn FileCache>) {
+    let through_proxy = CacheSettings {
+        url: Some(format!("redis://{}", proxy.address)),
+        ..redis_settings(prefix, 200)
+    };
+    (
+        from_settings(&through_proxy).expect("cache"),
+        redis_cache(prefix, 1000),
+    )
+}
+
+#[tokio::test]
+async fn a_write_lost_in_an_outage_is_covered_by_a_bump_before_redis_is_used_again() {
+    valet::telemetry::metrics::handle();
+    let _server = SERVER.read().await;
+    let mut conn = admin().await;
+    let prefix = random_prefix();
+    let proxy = CuttableProxy::start(REDIS.trim_start_matches("redis://")).await;
+    let (cut_off, other) = two_instances(&prefix, &proxy);
+
+    let pending = sample_file();
+    put(&*other, &pending).await;
+    assert_eq!(get(&*cut_off, &pending.id).await.as_ref(), Some(&pending));
+
+    proxy.cut().await;
+    let done = uploaded(pending.clone());
+    put(&*cut_off, &done).await;
+    // Redis itself never saw the change: the other instance reads the old record
+    // while the outage lasts…
+    assert_eq!(get(&*other, &pending.id).await.as_ref(), Some(&pending));
+    let unready = timeout(HANG_GUARD, cut_off.ping())
+        .await
+        .expect("ping hung");
+    assert!(unready.is_err(), "not ready while cut off");
+
+    // …and never once the cut-off instance reaches Redis again: before anything
+    // else, it raises the generation.
+    proxy.restore().await;
+    let mut ready = false;
+    for _ in 0..100 {
+        if timeout(HANG_GUARD, cut_off.ping())
+            .await
+            .expect("ping hung")
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ready again once back (and the bump landed)");
+    // (The background probe may have bumped it too.)
+    assert!(generation(&mut conn, &prefix).await >= Some(1));
+    assert_eq!(get(&*other, &pending.id).await, None);
+    other.fill(&done).await;
+    assert_eq!(get(&*other, &pending.id).await.as_ref(), Some(&done));
+    let rendered = valet::telemetry::metrics::handle()
+        .expect("recorder")
+        .render();
+    assert!(
+        counter(&rendered, "valet_cache_generation_bumps_total") >= 1,
+        "{rendered}"
+    );
+
+    clean(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn failed_reads_and_fills_leave_nothing_stale_and_raise_no_generation() {
+    let _server = SERVER.read().await;
+    let mut conn = admin().await;
+    let prefix = random_prefix();
+    let proxy = CuttableProxy::start(REDIS.trim_start_matches("redis://")).await;
+    let (cut_off, _) = two_instances(&prefix, &proxy);
+
+    let f = sample_file();
+    proxy.cut().await;
+    assert_eq!(get(&*cut_off, &f.id).await, None);
+    cut_off.fill(&f).await;
+    proxy.restore().await;
+    // Used again once back (filled, not put: a put skipped meanwhile is a lost write).
+    let mut filled = false;
+    for _ in 0..100 {
+        cut_off.fill(&f).await;
+        if get(&*cut_off, &f.id).await.as_ref() == Some(&f) {
+            filled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(filled, "used once back");
+    assert_eq!(generation(&mut conn, &prefix).await, None);
 
     clean(&mut conn, &prefix).await;
 }

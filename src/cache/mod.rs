@@ -9,9 +9,20 @@
 //!
 //! Two implementations: [`RedisCache`] (shared by every replica, when `cache.url` is
 //! set) and [`MemoryCache`] (bounded, in-process).
+//!
+//! A write that does not land must not leave a stale record for the other replicas.
+//! Redis entries therefore carry the cache *generation* they were written under, and
+//! a replica whose put or remove was lost raises the generation before it uses Redis
+//! again, turning every older entry into a miss for everyone (see the `generation`
+//! module); it also reports the lost write through the database, and every replica
+//! that sees the report raises the generation too ([`invalidations`]), so the others
+//! stop reading the old record while the one that lost it is still cut off.
+//! The in-process cache needs none of this: only its own replica writes to it.
 
 mod breaker;
 mod codec;
+mod generation;
+pub mod invalidations;
 mod memory;
 mod redis;
 
@@ -49,6 +60,21 @@ pub trait FileCache: Send + Sync {
 
     /// `"redis"` or `"memory"`.
     fn kind(&self) -> &'static str;
+
+    /// Whether other instances read what this one writes (then lost writes must be
+    /// reported to them, see [`invalidations`]).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Write-throughs this instance could not deliver so far (only ever grows).
+    fn lost_writes(&self) -> u64 {
+        0
+    }
+
+    /// Another instance could not deliver a write-through: entries cached so far
+    /// may be stale.
+    fn invalidate(&self) {}
 }
 
 /// The cache `settings` ask for: Redis when `url` is set, otherwise in-process.
@@ -110,6 +136,10 @@ mod record {
 
     pub(super) fn error(operation: &'static str) {
         counter!("valet_cache_errors_total", "operation" => operation).increment(1);
+    }
+
+    pub(super) fn generation_bump() {
+        counter!("valet_cache_generation_bumps_total").increment(1);
     }
 
     pub(super) fn duration(operation: &'static str, started: Instant) {

@@ -1,4 +1,8 @@
-//! The Redis cache: `{prefix}file:{id}` → JSON of the full record, `SET … EX ttl`.
+//! The Redis cache: `{prefix}file:{id}` → JSON of the full record and the cache
+//! generation it was written under, with the TTL; `{prefix}generation` → the current
+//! generation. Entries of another generation are misses, and an instance whose
+//! write-through did not land raises the generation before it uses Redis again (see
+//! [`generation`]).
 //!
 //! One multiplexed connection, held by a [`ConnectionManager`] that is created on
 //! first use (so construction never touches the network and needs no runtime) and
@@ -7,7 +11,8 @@
 //! a connection that will never succeed) the manager is dropped and re-created, at
 //! most once per [`RECREATE_MIN_INTERVAL`]. After an outage (a timeout or no
 //! connection) calls skip Redis until a background probe gets an answer (see
-//! [`Breaker`]).
+//! [`Breaker`]); while a lost write waits for its generation bump, the probe is that
+//! bump, sent every few milliseconds.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -15,10 +20,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind, RedisError};
+use ::redis::{Client, ErrorKind, RedisError, Script};
 use async_trait::async_trait;
 
 use super::breaker::Breaker;
+use super::generation::{self, LostWrites, Scripts};
 use super::{codec, record, FileCache};
 use crate::domain::{File, FileId};
 
@@ -38,10 +44,14 @@ pub struct RedisCache {
     config: ConnectionManagerConfig,
     endpoint: String,
     prefix: String,
+    generation_key: String,
+    scripts: Scripts,
+    lost_writes: Arc<LostWrites>,
     ttl_secs: u64,
     timeout: Duration,
-    slot: Mutex<Option<Slot>>,
-    generation: AtomicU64,
+    slot: Arc<Mutex<Option<Slot>>>,
+    /// Connection managers created so far; the current one's number is in its slot.
+    managers_created: AtomicU64,
     consecutive_failures: AtomicU32,
     down: Arc<AtomicBool>,
     breaker: Arc<Breaker>,
@@ -52,7 +62,7 @@ pub struct RedisCache {
 
 struct Slot {
     manager: ConnectionManager,
-    generation: u64,
+    serial: u64,
     created: Instant,
 }
 
@@ -120,10 +130,13 @@ impl RedisCache {
             config,
             endpoint,
             prefix: prefix.to_owned(),
+            generation_key: generation::key(prefix),
+            scripts: Scripts::default(),
+            lost_writes: Arc::default(),
             ttl_secs: ttl.as_secs().max(1),
             timeout,
-            slot: Mutex::new(None),
-            generation: AtomicU64::new(0),
+            slot: Arc::default(),
+            managers_created: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             down: Arc::new(AtomicBool::new(false)),
             breaker: Arc::default(),
@@ -145,7 +158,7 @@ impl RedisCache {
     fn manager(&self) -> Result<(ConnectionManager, u64), RedisError> {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = slot.as_ref() {
-            return Ok((s.manager.clone(), s.generation));
+            return Ok((s.manager.clone(), s.serial));
         }
         // The manager spawns its connection tasks on the current Tokio runtime.
         if tokio::runtime::Handle::try_current().is_err() {
@@ -156,22 +169,22 @@ impl RedisCache {
         }
         let manager =
             ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())?;
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let serial = self.managers_created.fetch_add(1, Ordering::Relaxed) + 1;
         *slot = Some(Slot {
             manager: manager.clone(),
-            generation,
+            serial,
             created: Instant::now(),
         });
-        Ok((manager, generation))
+        Ok((manager, serial))
     }
 
-    /// Drops the manager of `generation` if it is still current and old enough, so
+    /// Drops the manager numbered `serial` if it is still current and old enough, so
     /// that the next call starts from a fresh connection.
-    fn recreate(&self, generation: u64) {
+    fn recreate(&self, serial: u64) {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let stale = slot.as_ref().is_some_and(|s| {
-            s.generation == generation && s.created.elapsed() >= RECREATE_MIN_INTERVAL
-        });
+        let stale = slot
+            .as_ref()
+            .is_some_and(|s| s.serial == serial && s.created.elapsed() >= RECREATE_MIN_INTERVAL);
         if stale {
             *slot = None;
             self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -179,17 +192,32 @@ impl RedisCache {
         }
     }
 
-    /// Runs one command unless the breaker is open (Redis down: skipped at once).
+    /// Runs one command unless the breaker is open (Redis down: skipped at once) or
+    /// a lost write could not be covered by a generation bump yet (skipped too).
     async fn run<T, F, Fut>(&self, operation: &'static str, command: F) -> Result<T, Failure>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        if self.breaker.is_open() {
+        if self.breaker.is_open() || self.bump_after_lost_writes().await.is_err() {
             record::skipped(operation);
             return Err(Failure::Skipped);
         }
         self.attempt(operation, command).await
+    }
+
+    /// Raises the generation if a write-through was lost since the last bump, so
+    /// that no instance reads what the lost write left behind. Until that succeeds,
+    /// this instance must not use Redis.
+    async fn bump_after_lost_writes(&self) -> Result<(), Failure> {
+        let key = &self.generation_key;
+        self.lost_writes
+            .cover(|| {
+                self.attempt("bump", |mut conn| async move {
+                    generation::bump(key).query_async::<u64>(&mut conn).await
+                })
+            })
+            .await
     }
 
     /// Runs one command with the manager, bounded by the timeout, recording the outcome.
@@ -199,7 +227,7 @@ impl RedisCache {
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let started = Instant::now();
-        let (manager, generation) = match self.manager() {
+        let (manager, serial) = match self.manager() {
             Ok(m) => m,
             Err(e) => {
                 let failure = Failure::Unavailable(e);
@@ -216,7 +244,7 @@ impl RedisCache {
         record::duration(operation, started);
         match &outcome {
             Ok(_) => self.succeeded(),
-            Err(failure) => self.failed(operation, Some(generation), failure),
+            Err(failure) => self.failed(operation, Some(serial), failure),
         }
         outcome
     }
@@ -230,7 +258,7 @@ impl RedisCache {
         }
     }
 
-    fn failed(&self, operation: &'static str, generation: Option<u64>, failure: &Failure) {
+    fn failed(&self, operation: &'static str, serial: Option<u64>, failure: &Failure) {
         record::error(operation);
         if !failure.is_outage() {
             // Redis is there; it refused a command or holds a bad entry.
@@ -248,31 +276,52 @@ impl RedisCache {
             tracing::debug!(operation, error = %failure, "cache call failed");
         }
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(generation) = generation {
+        if let Some(serial) = serial {
             if failures >= RECREATE_AFTER_FAILURES {
-                self.recreate(generation);
+                self.recreate(serial);
             }
         }
         self.open_breaker();
     }
 
-    /// Skips Redis until a PING on a fresh connection is answered within the timeout.
+    /// Skips Redis until a probe on a fresh connection is answered within the
+    /// timeout: a PING, or, while a lost write is not covered, the generation bump
+    /// (urgently: other instances may read a stale entry until it lands).
     fn open_breaker(&self) {
         let client = self.client.clone();
         let timeout = self.timeout.max(MIN_CONNECT_TIMEOUT);
+        let lost_writes = Arc::clone(&self.lost_writes);
+        let key = self.generation_key.clone();
         let probe = move || {
-            let client = client.clone();
+            let (client, lost_writes, key) =
+                (client.clone(), Arc::clone(&lost_writes), key.clone());
             async move {
-                let ping = async {
+                let answer = async {
                     let mut conn = client.get_multiplexed_async_connection().await?;
-                    ::redis::cmd("PING").query_async::<String>(&mut conn).await
+                    // Asked once connected: a bump may have landed meanwhile.
+                    if lost_writes.uncovered().is_some() {
+                        let conn = &mut conn;
+                        lost_writes
+                            .cover(|| async move {
+                                generation::bump(&key).query_async::<u64>(conn).await
+                            })
+                            .await
+                    } else {
+                        ::redis::cmd("PING").query_async::<()>(&mut conn).await
+                    }
                 };
-                matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+                matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(())))
             }
         };
+        let lost_writes = Arc::clone(&self.lost_writes);
+        let urgent = move || lost_writes.uncovered().is_some();
         let down = Arc::clone(&self.down);
         let endpoint = self.endpoint.clone();
-        self.breaker.trip(probe, move || {
+        let slot = Arc::clone(&self.slot);
+        self.breaker.trip(probe, urgent, move || {
+            // The probe connected; the manager may still be backing off from the
+            // outage: calls start from a fresh one.
+            slot.lock().unwrap_or_else(PoisonError::into_inner).take();
             if down.swap(false, Ordering::AcqRel) {
                 tracing::info!(%endpoint, "cache available again");
             }
@@ -304,28 +353,30 @@ impl RedisCache {
 }
 
 impl RedisCache {
-    /// `SET key json EX ttl`, with `NX` when `only_if_absent`; whether Redis answered.
-    async fn set(&self, operation: &'static str, file: &File, only_if_absent: bool) -> bool {
-        let json = match codec::encode(file) {
-            Ok(json) => json,
-            Err(e) => {
-                self.failed(operation, None, &Failure::Codec(e));
-                return false;
-            }
-        };
-        let key = self.key(&file.id);
-        let ttl = self.ttl_secs;
+    /// Stores `file` with `script` (put or fill), stamped with the current
+    /// generation by the script itself.
+    async fn store(
+        &self,
+        operation: &'static str,
+        file: &File,
+        script: &Script,
+    ) -> Result<(), Failure> {
+        let fields = codec::encode_fields(file).map_err(|e| {
+            let failure = Failure::Codec(e);
+            self.failed(operation, None, &failure);
+            failure
+        })?;
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.generation_key)
+            .key(self.key(&file.id))
+            .arg(fields)
+            .arg(self.ttl_secs);
         self.run(operation, |mut conn| async move {
-            let mut cmd = ::redis::cmd("SET");
-            cmd.arg(&key).arg(json).arg("EX").arg(ttl);
-            if only_if_absent {
-                cmd.arg("NX");
-            }
-            // `NX` answers nil when the key exists: not an error.
-            cmd.query_async::<Option<String>>(&mut conn).await
+            invocation.invoke_async::<i64>(&mut conn).await
         })
         .await
-        .is_ok()
+        .map(drop)
     }
 }
 
@@ -333,11 +384,14 @@ impl RedisCache {
 impl FileCache for RedisCache {
     async fn get(&self, id: &FileId) -> Option<File> {
         let key = self.key(id);
-        let value = self
+        let generation_key = &self.generation_key;
+        // The current generation and the entry in one round trip.
+        let (generation, value) = self
             .run("get", |mut conn| async move {
-                ::redis::cmd("GET")
+                ::redis::cmd("MGET")
+                    .arg(generation_key)
                     .arg(&key)
-                    .query_async::<Option<Vec<u8>>>(&mut conn)
+                    .query_async::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut conn)
                     .await
             })
             .await
@@ -346,13 +400,20 @@ impl FileCache for RedisCache {
             record::miss();
             return None;
         };
-        match codec::decode(&bytes) {
-            Ok(file) if file.id == *id => {
-                record::hit();
-                Some(file)
-            }
-            Ok(_) => {
+        let decoded = codec::decode_generation(generation.as_deref())
+            .and_then(|current| Ok((current, codec::decode(&bytes)?)));
+        match decoded {
+            Ok((_, entry)) if entry.file.id != *id => {
                 self.failed("get", None, &Failure::Codec("entry of another file".into()));
+                record::miss();
+                None
+            }
+            Ok((current, entry)) if entry.generation == Some(current) => {
+                record::hit();
+                Some(entry.file)
+            }
+            // Written before a lost write-through: possibly stale.
+            Ok(_) => {
                 record::miss();
                 None
             }
@@ -366,20 +427,21 @@ impl FileCache for RedisCache {
 
     async fn put(&self, file: &File) {
         // A status change that misses the cache could leave an older copy there:
-        // try once more (a dropped connection is re-made in between), then forget
-        // the entry so readers go to the database.
-        if !self.set("put", file, false).await && !self.set("put", file, false).await {
+        // forget the entry so readers go to the database; if that fails too, the
+        // remove counts a lost write, covered by a generation bump.
+        if self.store("put", file, &self.scripts.put).await.is_err() {
             self.remove(&file.id).await;
         }
     }
 
     async fn fill(&self, file: &File) {
-        let _ = self.set("fill", file, true).await;
+        // A failed fill leaves nothing stale behind: no lost write.
+        let _ = self.store("fill", file, &self.scripts.fill).await;
     }
 
     async fn remove(&self, id: &FileId) {
         let key = self.key(id);
-        let _ = self
+        let removed = self
             .run("remove", |mut conn| async move {
                 ::redis::cmd("DEL")
                     .arg(&key)
@@ -387,19 +449,42 @@ impl FileCache for RedisCache {
                     .await
             })
             .await;
+        if removed.is_err() {
+            self.lost_writes.record();
+        }
     }
 
     async fn ping(&self) -> Result<(), String> {
-        // Readiness asks Redis itself, breaker or not.
+        // Readiness asks Redis itself, breaker or not; and it is not "ok" while a
+        // lost write has not been covered by a generation bump (tried here too).
         self.attempt("ping", |mut conn| async move {
             ::redis::cmd("PING").query_async::<()>(&mut conn).await
         })
         .await
-        .map_err(|failure| format!("redis cache at {}: {failure}", self.endpoint))
+        .map_err(|failure| format!("redis cache at {}: {failure}", self.endpoint))?;
+        self.bump_after_lost_writes().await.map_err(|failure| {
+            format!(
+                "redis cache at {}: a lost write-through waits for its generation bump: {failure}",
+                self.endpoint
+            )
+        })
     }
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn lost_writes(&self) -> u64 {
+        self.lost_writes.own()
+    }
+
+    fn invalidate(&self) {
+        // The next call bumps first (or, while the breaker is open, its probe).
+        self.lost_writes.record_reported();
     }
 }
 

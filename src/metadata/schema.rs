@@ -60,4 +60,11 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    cache_invalidations (id) {
+        id -> Integer,
+        requested -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(files, outbox, file_parts, usage_counters);

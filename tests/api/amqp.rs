@@ -14,10 +14,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use valet::configuration::Settings;
 
+use crate::cuttable_proxy::CuttableProxy;
 use crate::helpers::{body_of, spawn_app_on_postgres, spawn_app_with, TestApp};
 
 pub const BROKER: &str = "127.0.0.1:5672";
@@ -222,80 +222,6 @@ impl Inbox {
     }
 }
 
-/// A TCP proxy to the broker that a test can cut (refusing and dropping every
-/// connection) and restore on the same port.
-pub struct CuttableProxy {
-    pub address: String,
-    state: Arc<Mutex<ProxyState>>,
-}
-
-#[derive(Default)]
-struct ProxyState {
-    accept: Option<JoinHandle<()>>,
-    connections: Vec<JoinHandle<()>>,
-}
-
-impl CuttableProxy {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let address = listener.local_addr().expect("address").to_string();
-        let proxy = Self {
-            address,
-            state: Arc::new(Mutex::new(ProxyState::default())),
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let state = self.state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let connection = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(BROKER).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                state.lock().expect("lock").connections.push(connection);
-            }
-        });
-        self.state.lock().expect("lock").accept = Some(accept);
-    }
-
-    /// The broker "goes away": new connections are refused, open ones dropped.
-    pub fn cut(&self) {
-        let mut state = self.state.lock().expect("lock");
-        if let Some(accept) = state.accept.take() {
-            accept.abort();
-        }
-        for connection in state.connections.drain(..) {
-            connection.abort();
-        }
-    }
-
-    /// The broker is back, on the same address.
-    pub async fn restore(&self) {
-        let mut listener = None;
-        for _ in 0..crate::helpers::attempts(50) {
-            match TcpListener::bind(&self.address).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        self.serve(listener.expect("rebind the proxy port"));
-    }
-
-    /// Drops open connections without refusing new ones (a connection loss).
-    pub fn drop_connections(&self) {
-        for connection in self.state.lock().expect("lock").connections.drain(..) {
-            connection.abort();
-        }
-    }
-}
-
 async fn spawn_publishing(broker: &Broker) -> TestApp {
     spawn_app_with(|s| broker.configure(s, BROKER)).await
 }
@@ -449,13 +375,13 @@ async fn a_consumer_bound_to_one_tenant_sees_only_that_tenant_and_odd_ids_route_
 async fn while_the_broker_is_away_uploads_go_on_and_every_event_arrives_later_in_order() {
     let broker = Broker::new().await;
     let all = broker.bind("#").await;
-    let proxy = CuttableProxy::start().await;
+    let proxy = CuttableProxy::start(BROKER).await;
     let app = spawn_app_with(|s| broker.configure(s, &proxy.address)).await;
     let token = app.device_token("acme", "dev-42");
     let first = app.upload(&token, &body_of(10), json!({})).await;
     all.wait_for(1).await;
 
-    proxy.cut();
+    proxy.cut().await;
     let mut ids = vec![first["id"].as_str().expect("id").to_owned()];
     // 500 files complete while the broker is away (longer than several retries).
     for i in 0..500 {
@@ -534,7 +460,7 @@ async fn while_the_broker_is_away_uploads_go_on_and_every_event_arrives_later_in
 async fn a_connection_lost_mid_stream_loses_nothing() {
     let broker = Broker::new().await;
     let all = broker.bind("#").await;
-    let proxy = CuttableProxy::start().await;
+    let proxy = CuttableProxy::start(BROKER).await;
     let app = spawn_app_with(|s| broker.configure(s, &proxy.address)).await;
     let token = app.device_token("acme", "dev-42");
     let bodies: Vec<Vec<u8>> = (0..20).map(|i| body_of(30 + i)).collect();

@@ -243,7 +243,18 @@ impl TestApp {
     /// Starts a second valet sharing this one's database, cache and object store
     /// (as N instances behind a load balancer do); returns its address.
     pub async fn spawn_another_instance(&self) -> String {
-        let app = Application::build(self.settings.clone())
+        self.spawn_another_instance_with(|_| {}).await
+    }
+
+    /// Like [`spawn_another_instance`](Self::spawn_another_instance), with this one's
+    /// settings adjusted by `configure` (e.g. another way to the same Redis).
+    pub async fn spawn_another_instance_with(
+        &self,
+        configure: impl FnOnce(&mut Settings),
+    ) -> String {
+        let mut settings = self.settings.clone();
+        configure(&mut settings);
+        let app = Application::build(settings)
             .await
             .expect("second instance starts");
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -6,6 +6,8 @@ mod auth;
 mod cache;
 mod cloud;
 mod conformance;
+#[path = "../support/cuttable_proxy.rs"]
+mod cuttable_proxy;
 mod edge;
 mod errors;
 mod files;
