@@ -123,7 +123,11 @@ impl TenantPolicies {
         let clock = DefaultClock::default();
         let refused = match (&identity.principal, &buckets.devices) {
             (Principal::Device(device), Some(devices)) => {
-                if self.checks.fetch_add(1, Ordering::Relaxed) % SHRINK_EVERY == 0 {
+                if self
+                    .checks
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(SHRINK_EVERY)
+                {
                     devices.retain_recent();
                 }
                 devices

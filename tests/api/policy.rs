@@ -351,3 +351,29 @@ async fn a_tenant_over_its_rate_gets_429_and_other_tenants_are_unaffected() {
     let other = app.device_token("globex", "dev-0");
     assert_eq!(app.list(&other, "").await.status().as_u16(), 200);
 }
+
+#[actix_web::test]
+async fn a_device_file_quota_holds_at_the_boundary_and_spares_other_devices() {
+    let app = spawn_app_with(policy_for(
+        "acme",
+        TenantPolicy {
+            device_max_files: Some(2),
+            ..TenantPolicy::default()
+        },
+    ))
+    .await;
+    let one = app.device_token("acme", "dev-1");
+    app.create_ok(&one, &body_of(10), json!({})).await;
+    app.upload(&one, &body_of(11), json!({})).await;
+    assert_quota(
+        app.create(&one, declared(&body_of(12), json!({}))).await,
+        "device_max_files",
+    )
+    .await;
+    // Another device, and the tenant's shared root, are not bound by dev-1's quota.
+    let two = app.device_token("acme", "dev-2");
+    app.create_ok(&two, &body_of(13), json!({})).await;
+    let service = app.service_token("acme", "ops");
+    app.create_ok(&service, &body_of(14), json!({"shared": true}))
+        .await;
+}
