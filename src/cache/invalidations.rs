@@ -21,8 +21,13 @@ pub fn spawn(cache: Arc<dyn FileCache>, store: Addr<MetadataStore>) {
     actix_web::rt::spawn(async move {
         let mut reported = 0;
         let mut seen = None;
+        // The first read comes at once, not after a poll interval: it is the
+        // baseline, and a report made before it would go unnoticed.
+        let mut first = true;
         loop {
-            tokio::time::sleep(POLL_INTERVAL).await;
+            if !std::mem::take(&mut first) {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
             let lost = cache.lost_writes();
             if lost > reported {
                 match store.send(RequestCacheInvalidation).await {
