@@ -11,8 +11,8 @@ mod parts;
 mod query;
 mod remove;
 
-pub use create::{CreateUpload, Upload};
-pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart};
+pub use create::{CreateUpload, NamedRoot, Upload};
+pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
 pub use query::ListRequest;
 
 use futures_util::StreamExt;
@@ -87,6 +87,11 @@ impl FileService {
             )
         })?;
         Ok(self.auth.authenticate(token).await?)
+    }
+
+    /// 401 when the caller's token has expired by now.
+    pub fn expired(&self, who: &Authenticated) -> Option<ApiError> {
+        self.auth.expired(who).map(ApiError::from)
     }
 
     /// `error`, unless the caller's token has expired by now: then 401, whatever
