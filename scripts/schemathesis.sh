@@ -9,7 +9,7 @@
 # temporary directory, on a free port. Schemathesis is installed from PyPI into a
 # virtualenv in the tools cache, once.
 #
-# Usage: scripts/schemathesis.sh    (after cargo build; scripts/test.sh runs it)
+# Usage: scripts/schemathesis.sh    (scripts/test.sh runs it)
 # Environment: SCHEMATHESIS_EXAMPLES (default 40) test cases per operation and phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,9 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; th
   "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
     || die "cannot install Schemathesis: pip install schemathesis==$SCHEMATHESIS_VERSION"
 fi
-[ -x "$VALET" ] || die "$VALET is missing: run cargo build first"
+say "cargo build --bin valet"
+cargo build -q --bin valet
+[ -x "$VALET" ] || die "$VALET is missing after cargo build"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/valet-schemathesis.XXXXXX")
 cleanup() { stop_started; rm -rf "$WORK"; }
