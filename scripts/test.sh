@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: formatting, lints, and the whole test suite, the API
-# tests once on the embedded default (SQLite) and once more on PostgreSQL. The
+# tests once on the embedded default (SQLite) and once more on PostgreSQL, then
+# Schemathesis against the served OpenAPI description (scripts/schemathesis.sh). The
 # cache tests need Redis on 127.0.0.1:6379 and the event tests RabbitMQ on
 # 127.0.0.1:5672: each is started (or installed) when missing.
 # Usage: scripts/test.sh            (from anywhere inside the repository)
@@ -147,3 +148,6 @@ cargo test --workspace --all-targets
 
 say "API tests again, on PostgreSQL"
 TEST_DATABASE=postgres cargo test --test api
+
+say "the served OpenAPI description against a running server (Schemathesis)"
+scripts/schemathesis.sh

@@ -137,6 +137,7 @@ impl Application {
         };
 
         let json_limit = settings.server.json_limit_bytes;
+        let api_description = routes::api_description(settings.uploads.max_upload_bytes)?;
         let service = web::Data::new(service);
         if settings.reconciler.enabled {
             Reconciler::new(service.clone()).start();
@@ -157,7 +158,7 @@ impl Application {
                 .app_data(service.clone())
                 .app_data(limits.clone())
                 .app_data(proxies.clone())
-                .configure(|cfg| routes::configure(cfg, json_limit))
+                .configure(|cfg| routes::configure(cfg, json_limit, api_description.clone()))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         // actix's 5 s default answers a bare 408 to connections a busy machine

@@ -2,10 +2,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use std::sync::OnceLock;
 
+use chrono::{DateTime, Utc};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+use super::text::{char_len, find_in, pattern_without, string_schema, CONTROL, HIDDEN_FORMAT};
 use super::{DeviceId, FileId, ObjectKey, PartPlan, Root, Sha256, TenantId};
 
 /// A file as valet records it and the API returns it.
@@ -25,7 +31,7 @@ pub struct File {
     /// Exact length in bytes.
     pub size: u64,
     /// SHA-256 of the content, 64 lowercase hex characters.
-    #[schema(value_type = String, example = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")]
+    #[schema(schema_with = sha256_schema)]
     pub sha256: Sha256,
     /// Media type.
     pub content_type: String,
@@ -113,33 +119,17 @@ impl fmt::Display for FileStatus {
     }
 }
 
-fn has_control(s: &str) -> bool {
-    s.chars().any(char::is_control)
-}
+/// Longest file name, in characters.
+pub const MAX_NAME_CHARS: usize = 1024;
+/// Longest media type, in characters (all ASCII).
+pub const MAX_CONTENT_TYPE_CHARS: usize = 255;
+/// Longest metadata key, in characters.
+pub const MAX_METADATA_KEY_CHARS: usize = 128;
+/// Largest total size of metadata keys and values, in bytes of UTF-8.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 
-/// Characters that change how a name is shown without being seen: bidirectional
-/// controls (a "report\u{202E}fdp.exe" displays as "reportexe.pdf") and invisible
-/// format characters. The zero-width joiner (U+200D) and tag characters stay
-/// allowed: emoji sequences are built from them.
-fn is_hidden_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'
-            | '\u{200C}'
-            | '\u{200E}'
-            | '\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-    )
-}
-
-/// A file name: 1–1024 bytes of UTF-8 without control characters.
+/// A file name: 1–1024 characters, none of them a control character, a bidirectional
+/// control or an invisible format character.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct FileName(String);
@@ -154,13 +144,13 @@ impl TryFrom<String> for FileName {
 impl FileName {
     /// Validates a name.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.is_empty() || s.len() > 1024 {
-            return Err("name must be 1 to 1024 bytes".into());
+        if !(1..=MAX_NAME_CHARS).contains(&char_len(s)) {
+            return Err(format!("name must be 1 to {MAX_NAME_CHARS} characters"));
         }
-        if has_control(s) {
+        if find_in(s, &[CONTROL]).is_some() {
             return Err("name must not contain control characters".into());
         }
-        if let Some(c) = s.chars().find(|c| is_hidden_format(*c)) {
+        if let Some(c) = find_in(s, &[HIDDEN_FORMAT]) {
             return Err(format!(
                 "name must not contain invisible formatting or bidirectional control \
                  characters (found U+{:04X})",
@@ -176,7 +166,49 @@ impl FileName {
     }
 }
 
-/// A media type such as `image/png`.
+impl PartialSchema for FileName {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            1,
+            MAX_NAME_CHARS,
+            &[CONTROL, HIDDEN_FORMAT],
+            "A file name (metadata only; never part of a storage key): 1 to 1024 \
+             characters, without control characters, bidirectional controls or invisible \
+             format characters.",
+        )
+        .into()
+    }
+}
+
+impl ToSchema for FileName {}
+
+/// A media type as RFC 9110 writes it: `type/subtype`, then `; name=value`
+/// parameters (a value is a token or a quoted string), all ASCII.
+const MEDIA_TYPE: &str =
+    r"^(?:TOKEN)/(?:TOKEN)(?:[\x09\x20]*;[\x09\x20]*(?:TOKEN)=(?:(?:TOKEN)|QUOTED))*$";
+
+/// RFC 9110 `tchar`: letters, digits and ``!#$%&'*+-.^_`|~``.
+const TOKEN: &str = r"[\x21\x23-\x27\x2A\x2B\x2D\x2E\x30-\x39\x41-\x5A\x5E-\x7A\x7C\x7E]+";
+
+/// RFC 9110 `quoted-string`, without obsolete non-ASCII text.
+const QUOTED: &str = r#""(?:[\x09\x20\x21\x23-\x5B\x5D-\x7E]|\\[\x09\x20-\x7E])*""#;
+
+/// The media type grammar as one regular expression (the OpenAPI pattern, and the check).
+fn media_type_pattern() -> &'static str {
+    static PATTERN: OnceLock<String> = OnceLock::new();
+    PATTERN.get_or_init(|| MEDIA_TYPE.replace("TOKEN", TOKEN).replace("QUOTED", QUOTED))
+}
+
+fn media_type_regex() -> &'static Regex {
+    static REGEX: OnceLock<Regex> = OnceLock::new();
+    REGEX.get_or_init(|| match Regex::new(media_type_pattern()) {
+        Ok(regex) => regex,
+        // A constant pattern, checked by the tests.
+        Err(e) => unreachable!("the media type pattern is valid: {e}"),
+    })
+}
+
+/// A media type such as `image/png` or `text/plain; charset=utf-8`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ContentType(String);
@@ -189,13 +221,15 @@ impl TryFrom<String> for ContentType {
 }
 
 impl ContentType {
-    /// Validates a media type (`type/subtype` with optional parameters, ≤ 255 bytes).
+    /// Validates a media type (RFC 9110 `type/subtype` with optional parameters, at
+    /// most 255 characters).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let err = || format!("content_type {s:?} is not a media type (type/subtype)");
-        if s.len() > 255 || has_control(s) {
-            return Err(err());
+        if char_len(s) > MAX_CONTENT_TYPE_CHARS || !media_type_regex().is_match(s) {
+            return Err(format!(
+                "content_type {s:?} is not a media type (type/subtype, optionally \
+                 followed by ; name=value parameters, at most {MAX_CONTENT_TYPE_CHARS} characters)"
+            ));
         }
-        s.parse::<mime::Mime>().map_err(|_| err())?;
         Ok(Self(s.to_owned()))
     }
 
@@ -211,6 +245,24 @@ impl Default for ContentType {
     }
 }
 
+impl PartialSchema for ContentType {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(3))
+            .max_length(Some(MAX_CONTENT_TYPE_CHARS))
+            .pattern(Some(media_type_pattern()))
+            .description(Some(
+                "A media type (RFC 9110): `type/subtype`, optionally followed by \
+                 `; name=value` parameters; at most 255 characters.",
+            ))
+            .examples(["text/plain; charset=utf-8"])
+            .into()
+    }
+}
+
+impl ToSchema for ContentType {}
+
 /// Caller metadata: string keys and values, at most 8 KiB in all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "BTreeMap<String, String>")]
@@ -223,20 +275,20 @@ impl TryFrom<BTreeMap<String, String>> for FileMetadata {
     }
 }
 
-/// Largest total size of metadata keys and values.
-pub const MAX_METADATA_BYTES: usize = 8 * 1024;
-
 impl FileMetadata {
     /// Validates a metadata map.
     pub fn parse(map: BTreeMap<String, String>) -> Result<Self, String> {
         let mut total = 0;
         for (k, v) in &map {
-            if k.is_empty() || k.len() > 128 || has_control(k) {
+            if !(1..=MAX_METADATA_KEY_CHARS).contains(&char_len(k))
+                || find_in(k, &[CONTROL]).is_some()
+            {
                 return Err(format!(
-                    "metadata key {k:?} must be 1 to 128 bytes without control characters"
+                    "metadata key {k:?} must be 1 to {MAX_METADATA_KEY_CHARS} characters \
+                     without control characters"
                 ));
             }
-            if has_control(v) {
+            if find_in(v, &[CONTROL]).is_some() {
                 return Err(format!(
                     "metadata value of {k:?} contains control characters"
                 ));
@@ -255,6 +307,54 @@ impl FileMetadata {
     pub fn into_inner(self) -> BTreeMap<String, String> {
         self.0
     }
+}
+
+impl PartialSchema for FileMetadata {
+    fn schema() -> RefOr<Schema> {
+        let value = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern_without(&[CONTROL])));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(string_schema(
+                1,
+                MAX_METADATA_KEY_CHARS,
+                &[CONTROL],
+                "1 to 128 characters without control characters",
+            )))
+            .additional_properties(Some(value))
+            .description(Some(
+                "String metadata: keys of 1 to 128 characters, keys and values without \
+                 control characters, at most 8 KiB (8192 bytes of UTF-8) of keys and \
+                 values in all.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for FileMetadata {}
+
+/// The schema of a SHA-256 a client declares: 64 hexadecimal characters, either
+/// case, as [`Sha256::parse_hex`] reads them.
+pub fn declared_sha256_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(64))
+        .max_length(Some(64))
+        .pattern(Some("^[0-9a-fA-F]{64}$"))
+        .description(Some("SHA-256, 64 hexadecimal characters"))
+        .examples(["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
+        .build()
+}
+
+/// The schema of a SHA-256 valet answers with: 64 lowercase hexadecimal characters.
+pub fn sha256_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[0-9a-f]{64}$"))
+        .description(Some("SHA-256, 64 lowercase hexadecimal characters"))
+        .examples(["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
+        .build()
 }
 
 /// The object key of a file: `{tenant-key}/{root-key}/{file-id}`, where the first two
@@ -286,7 +386,10 @@ mod tests {
         assert!(FileName::parse("").is_err());
         assert!(FileName::parse("a\u{0}b").is_err());
         assert!(FileName::parse(&"a".repeat(1025)).is_err());
-        assert!(FileName::parse(&"é".repeat(512)).is_ok());
+        assert!(
+            FileName::parse(&"é".repeat(1024)).is_ok(),
+            "characters, not bytes"
+        );
     }
 
     #[test]
@@ -312,7 +415,21 @@ mod tests {
     fn content_types_must_be_media_types() {
         assert!(ContentType::parse("image/png").is_ok());
         assert!(ContentType::parse("text/plain; charset=utf-8").is_ok());
-        assert!(ContentType::parse("nonsense").is_err());
+        assert!(ContentType::parse("multipart/form-data; boundary=\"a b\"").is_ok());
+        assert!(ContentType::parse("a/b;c=d").is_ok());
+        for bad in [
+            "nonsense",
+            "not a type",
+            "a/b;",
+            "a/b; c",
+            "a/b\n",
+            "é/b",
+            "a/b c",
+        ] {
+            assert!(ContentType::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ContentType::parse(&format!("a/{}", "b".repeat(253))).is_ok());
+        assert!(ContentType::parse(&format!("a/{}", "b".repeat(254))).is_err());
     }
 
     #[test]

@@ -2,25 +2,43 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 use uuid::Uuid;
+
+use super::text::{char_len, find_in, string_schema, CharRanges, CONTROL, SLASH};
 
 /// Why a tenant, device or service id was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} must be 1 to 128 bytes of UTF-8 without '/' or control characters")]
+#[error("{what} must be 1 to 128 characters without '/' or control characters")]
 pub struct IdError {
     what: &'static str,
 }
 
-const MAX_ID_LEN: usize = 128;
+/// Longest id, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// What an id may not contain.
+const REFUSED_IN_IDS: [CharRanges; 2] = [CONTROL, SLASH];
 
 fn check_id(what: &'static str, s: &str) -> Result<(), IdError> {
-    let ok =
-        !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(|c| c == '/' || c.is_control());
+    let ok = (1..=MAX_ID_CHARS).contains(&char_len(s)) && find_in(s, &REFUSED_IN_IDS).is_none();
     if ok {
         Ok(())
     } else {
         Err(IdError { what })
     }
+}
+
+/// The schema of an id: what [`check_id`] accepts.
+fn id_schema(what: &str) -> RefOr<Schema> {
+    string_schema(
+        1,
+        MAX_ID_CHARS,
+        &REFUSED_IN_IDS,
+        &format!("A {what}: 1 to 128 characters without '/' or control characters."),
+    )
+    .into()
 }
 
 macro_rules! principal_id {
@@ -48,6 +66,14 @@ macro_rules! principal_id {
                 f.write_str(&self.0)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                id_schema($what)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -118,6 +144,8 @@ mod tests {
             assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
         }
         assert!(TenantId::parse(&"x".repeat(129)).is_err());
+        // Lengths count characters, as the OpenAPI description's maxLength does.
+        assert!(DeviceId::parse(&"é".repeat(128)).is_ok());
     }
 
     #[test]

@@ -6,13 +6,17 @@ mod cursor;
 mod file;
 mod ids;
 mod parts;
+mod text;
+mod whole;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
 pub use completion::{Completed, Completion};
 pub use cursor::Cursor;
 pub use file::{
-    object_key, ContentType, File, FileMetadata, FileName, FileStatus, MAX_METADATA_BYTES,
+    declared_sha256_schema, object_key, sha256_schema, ContentType, File, FileMetadata, FileName,
+    FileStatus, MAX_METADATA_BYTES,
 };
 pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
 pub use parts::{choose_part_size, PartPlan, PartSizeError};
 pub use valet_backends::{ObjectKey, Sha256};
+pub use whole::{optional_whole_number, whole_number};

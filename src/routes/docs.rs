@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -10,6 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::{files, health, objects, parts, storage_events};
 use crate::problem::{ErrorCode, Problem};
+use crate::service::CreateUpload;
 
 /// The OpenAPI description of valet's HTTP API.
 #[derive(OpenApi)]
@@ -123,16 +126,76 @@ pub(crate) fn problem_responses_by_status(
             let problem = ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name(Problem::name())))
                 .build();
-            let response = ResponseBuilder::new()
+            let mut response = ResponseBuilder::new()
                 .description(description)
-                .content("application/problem+json", problem)
-                .build();
-            (status.to_string(), RefOr::T(response))
+                .content("application/problem+json", problem);
+            if let Some((name, header)) = problem_header(status) {
+                response = response.header(name, header);
+            }
+            (status.to_string(), RefOr::T(response.build()))
         })
         .collect()
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// The header every problem answer with `status` carries (see `ApiError`).
+fn problem_header(status: u16) -> Option<(&'static str, Header)> {
+    let (name, description) = match status {
+        401 => ("WWW-Authenticate", "`Bearer realm=\"valet\"`"),
+        503 => ("Retry-After", "Seconds to wait before retrying: `1`"),
+        _ => return None,
+    };
+    let header = HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(description))
+        .build();
+    Some((name, header))
+}
+
+/// The description as served: the generated one, plus what the configuration
+/// decides (the largest declared file size).
+pub fn served(max_upload_bytes: u64) -> serde_json::Result<serde_json::Value> {
+    let mut document = serde_json::to_value(ApiDoc::openapi())?;
+    let size = format!(
+        "/components/schemas/{}/properties/size",
+        CreateUpload::name()
+    );
+    if let Some(size) = document.pointer_mut(&size).and_then(|s| s.as_object_mut()) {
+        size.insert("maximum".into(), max_upload_bytes.into());
+    }
+    if let Some(paths) = document.get_mut("paths") {
+        camel_case_links(paths);
+    }
+    Ok(document)
+}
+
+/// utoipa 5 writes a link's fields as `operation_id`, `operation_ref` and
+/// `request_body`; OpenAPI spells them `operationId`, `operationRef` and `requestBody`.
+fn camel_case_links(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            if let Some(serde_json::Value::Object(links)) = fields.get_mut("links") {
+                for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                    for (snake, camel) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(v) = link.remove(snake) {
+                            link.insert(camel.into(), v);
+                        }
+                    }
+                }
+            }
+            fields.values_mut().for_each(camel_case_links);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(camel_case_links),
+        _ => {}
+    }
+}
+
+/// Serves `description` (see [`served`]) at `/openapi.json`, the page at `/docs/`,
+/// and the event schema.
+pub fn configure(cfg: &mut web::ServiceConfig, description: serde_json::Value) {
     cfg.service(web::resource("/docs").route(web::get().to(|| async {
         HttpResponse::PermanentRedirect()
             .insert_header(("Location", "/docs/"))
@@ -145,7 +208,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .body(crate::events::FILE_EVENT_SCHEMA)
         })),
     )
-    .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
+    .service(SwaggerUi::new("/docs/{_:.*}").external_url_unchecked("/openapi.json", description));
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
-//! Request extractors shared by the API handlers: the authenticated caller and the
-//! file id of the path, parsed once, before the handler runs.
+//! Request extractors shared by the API handlers: the authenticated caller, then
+//! what else the handler reads (the file id of the path, the query, the body), so
+//! the caller is known before anything else of the request is judged.
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
+use serde::Deserialize;
 
 use super::caller;
 use crate::auth::Authenticated;
@@ -13,21 +15,74 @@ use crate::domain::FileId;
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 
-/// The verified caller of a request (see [`caller`]).
-pub struct Caller(pub Authenticated);
+/// The verified caller, then `T` extracted from the request. actix-web runs a
+/// handler's extractors side by side and answers the first error, so a malformed id
+/// or query could be answered before a bad token is; here nothing of the request is
+/// read until the caller is authenticated (401 first), and what `T` refuses is
+/// answered 401 instead when the caller's token has expired.
+pub struct CallerThen<T>(pub Authenticated, pub T);
 
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+impl<T> FromRequest for CallerThen<T>
+where
+    T: FromRequest + 'static,
+    T::Error: Into<actix_web::Error>,
+{
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let req = req.clone();
+        let mut payload = payload.take();
         Box::pin(async move {
             let service = req
                 .app_data::<web::Data<FileService>>()
                 .ok_or_else(|| ApiError::internal("the file service is not registered"))?
                 .clone();
-            caller(&req, &service).await.map(Caller)
+            let who = caller(&req, &service).await?;
+            match T::from_request(&req, &mut payload).await {
+                Ok(value) => Ok(CallerThen(who, value)),
+                Err(refused) => match service.expired(&who) {
+                    Some(expired) => Err(expired.into()),
+                    None => Err(refused.into()),
+                },
+            }
+        })
+    }
+}
+
+/// A request body read as JSON, kept with its error (unreadable, too large, not
+/// JSON) so that the caller's authorization is decided before the body is judged.
+pub struct JsonBody(Result<serde_json::Value, ApiError>);
+
+impl JsonBody {
+    /// The JSON value, when the body is one.
+    pub fn value(&self) -> Option<&serde_json::Value> {
+        self.0.as_ref().ok()
+    }
+
+    /// The body as `T`, which must be a JSON object: the body's own error (415,
+    /// 413, 400), else `invalid_request` when it does not describe a `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
+        JsonObject::<T>::deserialize(self.0?)
+            .map(|JsonObject(parsed)| parsed)
+            .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}")))
+    }
+}
+
+impl FromRequest for JsonBody {
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let read = json.await.map(web::Json::into_inner).map_err(|e| {
+                // The JSON configuration's error handler made it a problem already.
+                e.as_error::<ApiError>()
+                    .cloned()
+                    .unwrap_or_else(|| ApiError::invalid(e.to_string()))
+            });
+            Ok(JsonBody(read))
         })
     }
 }

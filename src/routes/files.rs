@@ -10,10 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use valet_backends::SignedRequest;
 
 use super::docs::problem_responses;
-use super::extract::{Caller, FileIdParam, JsonObject};
+use super::extract::{CallerThen, FileIdParam, JsonBody};
 use crate::domain::{Completed, File};
 use crate::problem::ApiError;
-use crate::service::{CreateUpload, FileService, ListRequest, Upload};
+use crate::service::{CreateUpload, FileService, ListRequest, NamedRoot, Upload};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -134,26 +134,61 @@ pub struct DownloadParams {
 
 problem_responses!(
     /// The problems `POST /v1/files` answers with.
-    CreateFileProblems: InvalidRequest, Unauthenticated, Forbidden, PayloadTooLarge,
-        UnsupportedMediaType, Unavailable
+    CreateFileProblems: InvalidRequest => "a missing, unknown or invalid field; `device_id` \
+            with `shared=true`; a service token naming no root; a part size the storage \
+            backend cannot take",
+        Unauthenticated,
+        Forbidden | ClientCertificateRequired => "the token's checks refuse writing there, \
+            whatever the body holds; a device naming another root",
+        QuotaExceeded => "the file would exceed a quota of the tenant's policy (`limit` \
+            names it)",
+        PayloadTooLarge => "the body is over `server.json_limit_bytes`, or `size` over \
+            `uploads.max_upload_bytes` or the tenant's `max_upload_bytes`",
+        UnsupportedMediaType => "the body is not `application/json`, or `content_type` is \
+            not among the tenant's `allowed_content_types`",
+        RateLimited => "the tenant or device is over its request rate",
+        Unavailable
 );
 
 /// Create an upload: records a pending file and returns the signed PUT.
+///
+/// The caller is authenticated, then authorized to write in the root the body
+/// names, before the rest of the body is judged.
 #[utoipa::path(
     post, path = "/v1/files", tag = "files",
     request_body = CreateUpload,
     responses(
-        (status = 201, description = "Upload created", body = CreatedUpload),
+        (status = 201, description = "Upload created", body = CreatedUpload,
+            headers(("Location" = String, description = "`/v1/files/{id}` of the new file")),
+            links(
+                ("GetFile" = (operation_id = "get_file",
+                    parameters(("id" = "$response.body#/file/id")))),
+                ("CompleteFile" = (operation_id = "complete_file",
+                    parameters(("id" = "$response.body#/file/id")))),
+                ("DownloadFile" = (operation_id = "download_file",
+                    parameters(("id" = "$response.body#/file/id")))),
+                ("SignParts" = (operation_id = "sign_parts",
+                    parameters(("id" = "$response.body#/file/id")))),
+                ("ListParts" = (operation_id = "list_parts",
+                    parameters(("id" = "$response.body#/file/id")))),
+                ("DeleteFile" = (operation_id = "delete_file",
+                    parameters(("id" = "$response.body#/file/id")))),
+            )),
         CreateFileProblems,
     ),
     security(("bearer" = []))
 )]
 pub async fn create_file(
-    Caller(who): Caller,
-    body: web::Json<JsonObject<CreateUpload>>,
+    CallerThen(who, body): CallerThen<JsonBody>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let (file, upload) = service.create(&who, body.into_inner().0).await?;
+    let named = body
+        .value()
+        .filter(|value| value.is_object())
+        .and_then(|value| NamedRoot::deserialize(value).ok());
+    service.authorize_upload(&who, named)?;
+    let request: CreateUpload = body.parse()?;
+    let (file, upload) = service.create(&who, request).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/files/{}", file.id)))
         .json(CreatedUpload {
@@ -164,7 +199,10 @@ pub async fn create_file(
 
 problem_responses!(
     /// The problems `GET /v1/files/{id}` answers with.
-    GetFileProblems: Unauthenticated, Forbidden, NotFound
+    GetFileProblems: Unauthenticated,
+        Forbidden | ClientCertificateRequired => "the token's checks refuse reading this file",
+        NotFound => "no such file, another root's file, or an id that is not a UUID",
+        Unavailable
 );
 
 /// A file's metadata.
@@ -178,8 +216,7 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn get_file(
-    Caller(who): Caller,
-    FileIdParam(id): FileIdParam,
+    CallerThen(who, FileIdParam(id)): CallerThen<FileIdParam>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service.get(&who, id).await?))
@@ -187,7 +224,8 @@ pub async fn get_file(
 
 problem_responses!(
     /// The problems `POST /v1/files/{id}/complete` answers with.
-    CompleteFileProblems: Unauthenticated, Forbidden, NotFound, UploadMissing,
+    CompleteFileProblems: Unauthenticated, Forbidden | ClientCertificateRequired, NotFound,
+        UploadMissing,
         UploadIncomplete => "parts are missing: `missing_parts` lists their numbers", Conflict,
         SizeMismatch | ChecksumMismatch | PartMismatch => "file rejected, object deleted",
         Unavailable
@@ -205,8 +243,7 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn complete_file(
-    Caller(who): Caller,
-    FileIdParam(id): FileIdParam,
+    CallerThen(who, FileIdParam(id)): CallerThen<FileIdParam>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(match service.complete(&who, id).await? {
@@ -217,7 +254,10 @@ pub async fn complete_file(
 
 problem_responses!(
     /// The problems `GET /v1/files/{id}/download` answers with.
-    DownloadFileProblems: Unauthenticated, NotFound, NotUploaded
+    DownloadFileProblems: InvalidRequest => "`redirect` is not `true` or `false`",
+        Unauthenticated,
+        Forbidden | ClientCertificateRequired => "the token's checks refuse reading this file",
+        NotFound, NotUploaded, Unavailable
 );
 
 /// Sign a download of an uploaded file.
@@ -235,15 +275,17 @@ problem_responses!(
     responses(
         (status = 200, description = "The download to perform; resume it by sending a \
             `Range` header to the signed URL", body = SignedRequestBody),
-        (status = 307, description = "Redirect to the signed URL (with redirect=true)"),
+        (status = 307, description = "Redirect to the signed URL (with redirect=true)",
+            headers(("Location" = String, description = "The signed URL"))),
         DownloadFileProblems,
     ),
     security(("bearer" = []))
 )]
 pub async fn download_file(
-    Caller(who): Caller,
-    FileIdParam(id): FileIdParam,
-    params: web::Query<DownloadParams>,
+    CallerThen(who, (FileIdParam(id), params)): CallerThen<(
+        FileIdParam,
+        web::Query<DownloadParams>,
+    )>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = service.download(&who, id).await?;
@@ -257,7 +299,13 @@ pub async fn download_file(
 
 problem_responses!(
     /// The problems `GET /v1/files` answers with.
-    ListFilesProblems: InvalidRequest, Unauthenticated, NotFound => "another device's root"
+    ListFilesProblems: InvalidRequest => "an invalid parameter, a cursor this API did not \
+            return, or `device_id` with `shared=true`",
+        Unauthenticated,
+        Forbidden | ClientCertificateRequired => "the token's checks refuse listing there; \
+            a device listing the shared root",
+        NotFound => "another device's root",
+        Unavailable
 );
 
 /// List files, newest first, with keyset pagination.
@@ -271,8 +319,7 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn list_files(
-    Caller(who): Caller,
-    params: web::Query<ListRequest>,
+    CallerThen(who, params): CallerThen<web::Query<ListRequest>>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let page = service.list(&who, params.into_inner()).await?;
@@ -284,7 +331,10 @@ pub async fn list_files(
 
 problem_responses!(
     /// The problems `DELETE /v1/files/{id}` answers with.
-    DeleteFileProblems: Unauthenticated, Forbidden, NotFound
+    DeleteFileProblems: Unauthenticated,
+        Forbidden | ClientCertificateRequired => "the token's checks refuse deleting this \
+            file; a device deleting in the shared root",
+        NotFound, Unavailable
 );
 
 /// Delete a file: the object is removed and the file marked deleted (idempotent).
@@ -298,8 +348,7 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn delete_file(
-    Caller(who): Caller,
-    FileIdParam(id): FileIdParam,
+    CallerThen(who, FileIdParam(id)): CallerThen<FileIdParam>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     service.delete(&who, id).await?;

@@ -10,6 +10,8 @@ mod parts;
 mod storage_events;
 mod usage;
 
+pub use docs::served as api_description;
+
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -25,7 +27,11 @@ use crate::service::FileService;
 use crate::telemetry::RequestId;
 
 /// Registers every route and the extractor error handlers.
-pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    json_limit: usize,
+    api_description: serde_json::Value,
+) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(json_limit)
@@ -38,7 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
     .configure(objects::configure)
     .configure(storage_events::configure)
     .configure(health::configure)
-    .configure(docs::configure)
+    .configure(|cfg| docs::configure(cfg, api_description))
     .default_service(web::to(not_found));
 }
 

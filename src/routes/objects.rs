@@ -65,10 +65,14 @@ fn local_backend<'a>(service: &'a FileService, name: &str) -> Result<&'a LocalBa
 
 problem_responses!(
     /// The problems `PUT /v1/objects/{backend}/{key}` answers with.
-    PutObjectProblems: Forbidden => "tampered, foreign or expired URL, or the file was \
-            deleted, rejected or expired: the URL no longer accepts uploads",
+    PutObjectProblems: InvalidRequest => "`Content-Length` is not a number, or the upload \
+            was interrupted; nothing stored",
+        Forbidden => "tampered, foreign or expired URL, or the file was deleted, rejected \
+            or expired: the URL no longer accepts uploads",
         Conflict => "an object was stored with this URL already (it is never replaced)",
-        SizeMismatch | ChecksumMismatch => "nothing stored"
+        SizeMismatch | ChecksumMismatch => "nothing stored",
+        Unavailable => "the store failed, or the transfer took longer than \
+            `server.transfer_timeout_secs`"
 );
 
 /// Upload bytes with a signed URL from `POST /v1/files` (local backend only).
@@ -124,7 +128,9 @@ problem_responses!(
     GetObjectProblems: Forbidden => "tampered or expired URL", NotFound => "the object is gone",
         RangeNotSatisfiable => "the range starts at or past the end of the object, is a \
             suffix of 0 bytes, or more than one range was asked for (one range per request); \
-            `Content-Range: bytes */<size>` gives the object's length"
+            `Content-Range: bytes */<size>` gives the object's length",
+        Unavailable => "the store failed, or the transfer took longer than \
+            `server.transfer_timeout_secs`"
 );
 
 /// Download bytes with a signed URL from `GET /v1/files/{id}/download` (local backend
@@ -222,7 +228,8 @@ pub async fn get_object(
 
 problem_responses!(
     /// The problems `HEAD /v1/objects/{backend}/{key}` answers with (headers only).
-    HeadObjectProblems: Forbidden => "tampered or expired URL", NotFound => "the object is gone"
+    HeadObjectProblems: Forbidden => "tampered or expired URL", NotFound => "the object is gone",
+        Unavailable => "the store failed"
 );
 
 /// The headers of a download of the object with a signed URL from

@@ -3,19 +3,32 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Array, ArrayBuilder};
+use utoipa::openapi::Ref;
 use utoipa::ToSchema;
 
 use super::docs::problem_responses;
-use super::extract::{Caller, FileIdParam, JsonObject};
+use super::extract::{CallerThen, FileIdParam, JsonBody};
 use crate::problem::ApiError;
-use crate::service::{FileService, PartRequest, SignedPart};
+use crate::service::{FileService, PartRequest, SignedPart, MAX_PARTS_PER_REQUEST};
 
 /// Body of `POST /v1/files/{id}/parts`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartsRequest {
-    /// The parts to sign (1 to 100), each with the SHA-256 of its bytes.
+    /// The parts to sign (1 to 100, each number once), each with the SHA-256 of its
+    /// bytes.
+    #[schema(schema_with = parts_schema)]
     pub parts: Vec<PartRequest>,
+}
+
+/// The schema of `parts`: 1 to [`MAX_PARTS_PER_REQUEST`] part requests.
+fn parts_schema() -> Array {
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name(PartRequest::name()))
+        .min_items(Some(1))
+        .max_items(Some(MAX_PARTS_PER_REQUEST))
+        .build()
 }
 
 /// Answer to `POST /v1/files/{id}/parts`.
@@ -27,9 +40,17 @@ pub struct SignedParts {
 
 problem_responses!(
     /// The problems `POST /v1/files/{id}/parts` answers with.
-    SignPartsProblems: InvalidRequest, InvalidPart => "a part number below 1 or above `part_count`",
-        Unauthenticated, Forbidden, NotFound,
-        Conflict => "the file is not pending, or not uploaded in parts", Unavailable
+    SignPartsProblems: InvalidRequest => "a missing, unknown or invalid field; no parts, \
+            more than 100, or one asked for twice",
+        InvalidPart => "a part number below 1 or above `part_count`",
+        Unauthenticated,
+        Forbidden | ClientCertificateRequired => "the token's checks refuse writing to this \
+            file, whatever the body holds",
+        NotFound,
+        Conflict => "the file is not pending, or not uploaded in parts",
+        PayloadTooLarge => "the body is over `server.json_limit_bytes`",
+        UnsupportedMediaType => "the body is not `application/json`",
+        Unavailable
 );
 
 /// Sign PUT URLs for parts of a file uploaded in parts.
@@ -44,20 +65,17 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn sign_parts(
-    Caller(who): Caller,
-    FileIdParam(id): FileIdParam,
-    body: web::Json<JsonObject<PartsRequest>>,
+    CallerThen(who, (FileIdParam(id), body)): CallerThen<(FileIdParam, JsonBody)>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
-    let parts = service
-        .sign_parts(&who, id, body.into_inner().0.parts)
-        .await?;
+    let requested = body.parse::<PartsRequest>().map(|body| body.parts);
+    let parts = service.sign_parts(&who, id, requested).await?;
     Ok(HttpResponse::Ok().json(SignedParts { parts }))
 }
 
 problem_responses!(
     /// The problems `GET /v1/files/{id}/parts` answers with.
-    ListPartsProblems: Unauthenticated, Forbidden, NotFound,
+    ListPartsProblems: Unauthenticated, Forbidden | ClientCertificateRequired, NotFound,
         Conflict => "the file is not pending, or not uploaded in parts", Unavailable
 );
 
@@ -72,8 +90,7 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn list_parts(
-    Caller(who): Caller,
-    FileIdParam(id): FileIdParam,
+    CallerThen(who, FileIdParam(id)): CallerThen<FileIdParam>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(service.stored_parts(&who, id).await?))

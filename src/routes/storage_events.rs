@@ -65,6 +65,7 @@ problem_responses!(
     StorageEventsProblems: InvalidRequest => "not a storage event document",
         Unauthenticated => "missing or wrong secret",
         NotFound => "storage events are not enabled for this backend",
+        PayloadTooLarge => "the body is over 256 KiB",
         Unavailable => "storage or database down; the store should deliver again"
 );
 

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::docs::problem_responses;
-use super::extract::Caller;
+use super::extract::CallerThen;
 use crate::problem::ApiError;
 use crate::service::{FileService, UsagePage, UsageRequest};
 
@@ -31,8 +31,7 @@ problem_responses!(
     security(("bearer" = []))
 )]
 pub async fn get_usage(
-    Caller(who): Caller,
-    params: web::Query<UsageRequest>,
+    CallerThen(who, params): CallerThen<web::Query<UsageRequest>>,
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let page = service.usage(&who, params.into_inner()).await?;

@@ -7,34 +7,48 @@ use super::*;
 use crate::domain::{choose_part_size, PartPlan};
 
 /// Body of `POST /v1/files`, parsed into domain types as it is deserialized; the
-/// size limit (configuration) and the target root (caller) are checked by
-/// [`FileService::create`].
+/// size limit (configuration), the part size (the backend's limits) and the target
+/// root (caller) are checked by [`FileService::create`].
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateFileBody)]
 pub struct CreateUpload {
-    /// 1–1024 bytes of UTF-8 without control characters (metadata only).
-    #[schema(value_type = String)]
+    /// The file's name (metadata only).
     pub name: FileName,
-    /// Exact length in bytes, 1 to `uploads.max_upload_bytes`.
+    /// Exact length in bytes, 1 to `uploads.max_upload_bytes` (over it: 413).
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "crate::domain::whole_number")]
     pub size: u64,
     /// SHA-256 of the content, 64 hex characters.
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::domain::declared_sha256_schema)]
     pub sha256: Sha256,
     /// Media type (default `application/octet-stream`).
-    #[schema(value_type = Option<String>)]
     pub content_type: Option<ContentType>,
-    /// String metadata, at most 8 KiB in all.
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    /// String metadata.
     pub metadata: Option<FileMetadata>,
-    /// Upload into this device's root (service tokens only).
-    #[schema(value_type = Option<String>)]
+    /// Upload into this device's root (service tokens only; not with `shared`).
     pub device_id: Option<DeviceId>,
-    /// Upload into the tenant's shared root (service tokens only).
+    /// Upload into the tenant's shared root (service tokens only; not with `device_id`).
     pub shared: Option<bool>,
     /// Upload in parts of this many bytes (every part but the last); any file with
     /// it, and every file over `uploads.multipart_threshold_bytes`, is multipart.
+    /// It must lie within the storage backend's part sizes (S3 and the local store:
+    /// 5 MiB to 5 GiB, Azure: 1 MiB to 4000 MiB; smaller is accepted when it covers
+    /// the whole file) and need no more parts than the backend allows (S3 and the
+    /// local store: 10,000, Azure: 50,000).
+    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::domain::optional_whole_number")]
     pub part_size: Option<u64>,
+}
+
+/// The root an upload body names, read on its own so that the caller is authorized
+/// before the rest of the body is judged.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct NamedRoot {
+    /// `device_id`.
+    pub device_id: Option<DeviceId>,
+    /// `shared`.
+    pub shared: Option<bool>,
 }
 
 /// How the device sends the bytes of a new file.
@@ -64,6 +78,36 @@ impl FileService {
         self.settle(who, result)
     }
 
+    /// Authorizes an upload before its body is validated: the role rules and the
+    /// token's checks for a write in the root the body names (`named`) or, when the
+    /// body cannot say, in the caller's own scope (a device's root, a service's
+    /// tenant). A read-only token is refused whatever the body holds.
+    pub fn authorize_upload(
+        &self,
+        who: &Authenticated,
+        named: Option<NamedRoot>,
+    ) -> Result<(), ApiError> {
+        let identity = &who.identity;
+        let root = named.map(|named| target_root(identity, named.device_id, named.shared));
+        let scope = match &root {
+            Some(Ok(root)) => Some(root.clone()),
+            _ => identity.own_root(),
+        };
+        let (resource, decision) = match &scope {
+            Some(root) => (
+                root.resource(&identity.tenant),
+                identity.may(Operation::Write, &identity.tenant, root),
+            ),
+            None => (identity.tenant.to_string(), Decision::Allow),
+        };
+        let result = self
+            .authorize(who, Operation::Write, &resource, decision, None, || {
+                ApiError::new(ErrorCode::NotFound, "no such device root")
+            })
+            .and(root.map_or(Ok(()), |root| root.map(|_| ())));
+        self.settle(who, result)
+    }
+
     async fn create_upload(
         &self,
         who: &Authenticated,
@@ -71,6 +115,15 @@ impl FileService {
     ) -> Result<(File, Upload), ApiError> {
         let identity = &who.identity;
         let root = target_root(identity, request.device_id, request.shared)?;
+        let decision = identity.may(Operation::Write, &identity.tenant, &root);
+        self.authorize(
+            who,
+            Operation::Write,
+            &root.resource(&identity.tenant),
+            decision,
+            None,
+            || ApiError::new(ErrorCode::NotFound, "no such device root"),
+        )?;
         if request.size == 0 {
             return Err(ApiError::invalid("size must be at least 1 byte"));
         }
@@ -83,16 +136,6 @@ impl FileService {
         }
         let content_type = request.content_type.unwrap_or_default();
         let metadata = request.metadata.unwrap_or_default();
-
-        let decision = identity.may(Operation::Write, &identity.tenant, &root);
-        self.authorize(
-            who,
-            Operation::Write,
-            &root.resource(&identity.tenant),
-            decision,
-            None,
-            || ApiError::new(ErrorCode::NotFound, "no such device root"),
-        )?;
 
         let policy = self.policies.for_tenant(&identity.tenant);
         TenantPolicies::check_file(

@@ -14,8 +14,8 @@ mod query;
 mod remove;
 mod usage;
 
-pub use create::{CreateUpload, Upload};
-pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart};
+pub use create::{CreateUpload, NamedRoot, Upload};
+pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
 pub use query::ListRequest;
 pub use usage::{DeviceUsage, UsagePage, UsageReport, UsageRequest};
 
@@ -97,6 +97,11 @@ impl FileService {
         let who = self.auth.authenticate(token).await?;
         self.policies.admit(&who.identity)?;
         Ok(who)
+    }
+
+    /// 401 when the caller's token has expired by now.
+    pub fn expired(&self, who: &Authenticated) -> Option<ApiError> {
+        self.auth.expired(who).map(ApiError::from)
     }
 
     /// `error`, unless the caller's token has expired by now: then 401, whatever

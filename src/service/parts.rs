@@ -19,9 +19,11 @@ pub const MAX_PARTS_PER_REQUEST: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct PartRequest {
     /// Part number, 1 to the upload's `part_count`.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "crate::domain::whole_number")]
     pub number: u64,
     /// SHA-256 of the part's bytes, 64 hex characters.
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::domain::declared_sha256_schema)]
     pub sha256: Sha256,
 }
 
@@ -47,8 +49,9 @@ pub struct HeldPart {
     pub number: u64,
     /// Length as the store reports it.
     pub size: u64,
-    /// SHA-256 declared when the part's URL was signed.
-    #[schema(value_type = Option<String>)]
+    /// SHA-256 declared when the part's URL was signed (lowercase hex), if valet
+    /// signed it.
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-f]{64}$")]
     pub sha256: Option<Sha256>,
 }
 
@@ -65,12 +68,14 @@ pub struct PartsReport {
 
 impl FileService {
     /// Signs PUT URLs for parts of a pending multipart file, recording each part's
-    /// declared SHA-256 (bound into the URL where the store can enforce it).
+    /// declared SHA-256 (bound into the URL where the store can enforce it). `parts`
+    /// is what the request body held: its error is answered only once the caller is
+    /// known to be allowed to write to the file.
     pub async fn sign_parts(
         &self,
         who: &Authenticated,
         id: FileId,
-        parts: Vec<PartRequest>,
+        parts: Result<Vec<PartRequest>, ApiError>,
     ) -> Result<Vec<SignedPart>, ApiError> {
         let result = self.sign_parts_of(who, id, parts).await;
         self.settle(who, result)
@@ -80,14 +85,15 @@ impl FileService {
         &self,
         who: &Authenticated,
         id: FileId,
-        parts: Vec<PartRequest>,
+        parts: Result<Vec<PartRequest>, ApiError>,
     ) -> Result<Vec<SignedPart>, ApiError> {
+        let file = self.visible_file(who, id, Operation::Write).await?;
+        let parts = parts?;
         if parts.is_empty() || parts.len() > MAX_PARTS_PER_REQUEST {
             return Err(ApiError::invalid(format!(
                 "ask for 1 to {MAX_PARTS_PER_REQUEST} parts at a time"
             )));
         }
-        let file = self.visible_file(who, id, Operation::Write).await?;
         let plan = pending_plan(&file)?;
         let count = plan.part_count(file.size);
         let mut seen = std::collections::BTreeSet::new();

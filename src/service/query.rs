@@ -7,17 +7,27 @@ use crate::domain::Cursor;
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListRequest {
-    /// Only this device's root (a device may name only itself).
-    #[param(value_type = Option<String>)]
+    /// Only this device's root (a device may name only itself; not with `shared=true`).
     pub device_id: Option<DeviceId>,
     /// Only the tenant's shared root.
     pub shared: Option<bool>,
     /// Only files with this status (default: all but deleted).
     pub status: Option<FileStatus>,
     /// Page size, 1–1000 (default 100).
+    #[param(schema_with = page_size_schema)]
     pub limit: Option<i64>,
-    /// Cursor from the previous page.
+    /// `next_cursor` of the previous page, as returned (any other text: 400).
     pub cursor: Option<String>,
+}
+
+/// The schema of `limit`: what [`FileService::list`] accepts.
+fn page_size_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIST_LIMIT))
+        .default(Some(DEFAULT_LIST_LIMIT.into()))
+        .build()
 }
 
 /// One page of files.

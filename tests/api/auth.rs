@@ -9,7 +9,7 @@ use serde_json::json;
 use valet::auth::{token, RootKey};
 use valet::domain::{DeviceId, Principal, TenantId};
 
-use crate::helpers::{assert_problem, body_of, sha256_hex, spawn_app};
+use crate::helpers::{assert_problem, body_of, sha256_hex, spawn_app, spawn_app_with};
 
 fn attenuate(app: &crate::helpers::TestApp, token: &str, code: &str) -> String {
     let biscuit = Biscuit::from_base64(token, app.root_key.keypair.public()).unwrap();
@@ -63,6 +63,116 @@ async fn a_read_only_attenuation_is_enforced() {
         .await;
     assert_problem(create, 403, "forbidden").await;
     assert_problem(app.list(&read_only, "").await, 403, "forbidden").await;
+}
+
+#[actix_web::test]
+async fn a_read_only_token_is_refused_whatever_the_body_holds() {
+    // Authorization comes before the body is judged: invalid fields, a body that is
+    // not JSON at all, and a size over the limit are all 403 for a read-only token.
+    let app = spawn_app_with(|s| s.uploads.max_upload_bytes = 1024).await;
+    let token = app.device_token("acme", "dev-42");
+    let read_only = attenuate(&app, &token, r#"check if operation("read");"#);
+    let post = |body: &'static str, content_type: &'static str| {
+        app.client
+            .post(app.url("/v1/files"))
+            .bearer_auth(&read_only)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    for (body, content_type) in [
+        (
+            r#"{"name": "", "size": 0, "sha256": "abc"}"#,
+            "application/json",
+        ),
+        (
+            r#"{"name": "a", "size": 1, "sha256": "abc", "colour": "red"}"#,
+            "application/json",
+        ),
+        (
+            r#"{"name": "a", "size": 4096, "sha256": "abc"}"#,
+            "application/json",
+        ),
+        (
+            r#"{"device_id": "dev-42", "size": "x"}"#,
+            "application/json",
+        ),
+        (r#"["a", 1]"#, "application/json"),
+        ("{not json", "application/json"),
+        (r#"{"name": "a"}"#, "text/plain"),
+    ] {
+        let response = post(body, content_type).await.unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{body} as {content_type}");
+        assert_problem(response, 403, "forbidden").await;
+    }
+    // The full token gets the body's own answers.
+    let response = app
+        .client
+        .post(app.url("/v1/files"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 400, "invalid_request").await;
+
+    // Parts of a file uploaded in parts: the same order.
+    let bytes = body_of(10);
+    let created = app
+        .create_ok(&token, &bytes, json!({"part_size": 10}))
+        .await;
+    let parts_url = app.url(&format!(
+        "/v1/files/{}/parts",
+        created["file"]["id"].as_str().unwrap()
+    ));
+    for (who, status, code) in [
+        (&read_only, 403, "forbidden"),
+        (&token, 400, "invalid_request"),
+    ] {
+        for body in [
+            r#"{"parts": []}"#,
+            r#"{"parts": [{"number": 1}]}"#,
+            "{not json",
+        ] {
+            let response = app
+                .client
+                .post(&parts_url)
+                .bearer_auth(who)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), status, "{body}");
+            assert_problem(response, status, code).await;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn an_expired_token_is_unauthenticated_whatever_else_is_wrong() {
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let expired = attenuate(
+        &app,
+        &token,
+        r#"check if time($t), $t <= 2020-01-01T00:00:00Z;"#,
+    );
+    for path in [
+        "/v1/files/not-a-uuid",
+        "/v1/files?limit=0",
+        "/v1/files?cursor=x",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&expired)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 401, "unauthenticated").await;
+    }
 }
 
 #[actix_web::test]

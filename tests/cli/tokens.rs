@@ -165,7 +165,7 @@ fn token_mint_rejects_bad_principals() {
     let out = run_err(valet(dir.path()).args(base).args(["--device", "a/b"]));
     assert!(out.stdout.is_empty(), "{}", out.stdout);
     assert!(
-        out.stderr.contains("must be 1 to 128 bytes"),
+        out.stderr.contains("must be 1 to 128 characters"),
         "{}",
         out.stderr
     );
