@@ -169,15 +169,7 @@ async fn a_change_made_while_one_instance_cannot_reach_redis_is_never_read_stale
     let cached = cached_entry(&mut admin, &app, &id).await.expect("cached");
     assert_eq!(cached["status"], "uploaded");
     assert!(cached["generation"].as_u64() >= Some(1), "{cached}");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("valet_cache_generation_bumps_total"),
         "{metrics}"
@@ -230,15 +222,7 @@ async fn files_are_written_through_to_redis() {
         .await
         .unwrap();
     assert_eq!(exists, 1);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("valet_cache_hits_total"), "{metrics}");
     assert!(metrics.contains("valet_cache_misses_total"), "{metrics}");
 }
@@ -260,15 +244,7 @@ async fn valet_serves_from_the_database_when_redis_is_unreachable() {
     assert_eq!(ready.status().as_u16(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_ne!(body["checks"]["cache:redis"], "ok");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("valet_cache_errors_total"), "{metrics}");
 }
 

@@ -292,6 +292,18 @@ impl TestApp {
         )
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn create(&self, token: &str, body: Value) -> reqwest::Response {
         self.client
             .post(self.url("/v1/files"))

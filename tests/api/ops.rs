@@ -91,15 +91,7 @@ async fn metrics_count_requests_and_file_operations() {
     let plain = spawn_app().await;
     let other = plain.device_token("metrics-plain", "dev-p");
     plain.upload(&other, &body_of(10), json!({})).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(text.contains("valet_http_requests_total"), "{text}");
     assert!(
         text.contains("valet_http_request_duration_seconds_bucket"),
