@@ -49,6 +49,17 @@ pub const MAX_LIST_LIMIT: i64 = 1000;
 /// Page size when none is asked for.
 pub const DEFAULT_LIST_LIMIT: i64 = 100;
 
+/// A page size asked for (`limit`), checked: [`DEFAULT_LIST_LIMIT`] when absent.
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_LIST_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
 /// Storage calls a background job keeps in flight at once (stat, delete).
 pub const STORAGE_CONCURRENCY: usize = 16;
 

@@ -82,12 +82,7 @@ impl FileService {
         request: UsageRequest,
     ) -> Result<UsagePage, ApiError> {
         let identity = &who.identity;
-        let limit = request.limit.unwrap_or(DEFAULT_LIST_LIMIT);
-        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(format!(
-                "limit must be between 1 and {MAX_LIST_LIMIT}"
-            )));
-        }
+        let limit = page_limit(request.limit)?;
         let after =
             match request.cursor.as_deref() {
                 None => None,
