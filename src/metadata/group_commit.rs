@@ -22,6 +22,9 @@ use crate::telemetry::metrics;
 /// Most rows one transaction takes (well under both databases' bind-parameter limits).
 const MAX_GROUP: usize = 256;
 
+/// Most writer threads (each keeps a shard of every usage counter it touches).
+const MAX_WRITERS: usize = 16;
+
 struct Job {
     file: File,
     limits: QuotaLimits,
@@ -40,11 +43,13 @@ impl GroupCommit {
     pub fn start(pool: DbPool, schema: Arc<Schema>, writers: usize) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel();
         let jobs = Arc::new(Mutex::new(jobs));
-        for n in 0..writers.max(1) {
+        for n in 0..writers.clamp(1, MAX_WRITERS) {
             let (pool, schema, jobs) = (pool.clone(), schema.clone(), jobs.clone());
+            // Each writer counts its reservations in its own counter shard.
+            let shard = i16::try_from(n).unwrap_or(i16::MAX);
             std::thread::Builder::new()
                 .name(format!("valet-writer-{n}"))
-                .spawn(move || write_groups(&pool, &schema, &jobs))?;
+                .spawn(move || write_groups(&pool, &schema, shard, &jobs))?;
         }
         Ok(Self { queue })
     }
@@ -67,7 +72,7 @@ impl GroupCommit {
 }
 
 /// One writer: takes what is queued (waiting only for the first), commits it, answers.
-fn write_groups(pool: &DbPool, schema: &Schema, jobs: &Mutex<Receiver<Job>>) {
+fn write_groups(pool: &DbPool, schema: &Schema, shard: i16, jobs: &Mutex<Receiver<Job>>) {
     loop {
         let group = {
             let jobs = jobs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -81,17 +86,17 @@ fn write_groups(pool: &DbPool, schema: &Schema, jobs: &Mutex<Receiver<Job>>) {
             }
             group
         };
-        commit(pool, schema, group);
+        commit(pool, schema, shard, group);
     }
 }
 
-fn commit(pool: &DbPool, schema: &Schema, group: Vec<Job>) {
+fn commit(pool: &DbPool, schema: &Schema, shard: i16, group: Vec<Job>) {
     let mut conn = match connection(pool, schema) {
         Ok(conn) => conn,
         Err(e) => return answer_all(group, &e),
     };
     metrics::record_group_commit(group.len());
-    match conn.transaction(|c| insert_group(c, &group)) {
+    match conn.transaction(|c| insert_group(c, shard, &group)) {
         Ok(outcomes) => answer(group, outcomes),
         Err(e) if group.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
             answer_all(group, &e)
@@ -99,7 +104,8 @@ fn commit(pool: &DbPool, schema: &Schema, group: Vec<Job>) {
         // Something in the group was refused: each row alone, each caller its answer.
         Err(_) => {
             for job in group {
-                let result = conn.transaction(|c| insert_group(c, std::slice::from_ref(&job)));
+                let result =
+                    conn.transaction(|c| insert_group(c, shard, std::slice::from_ref(&job)));
                 match result {
                     Ok(outcomes) => answer(vec![job], outcomes),
                     Err(e) => answer_all(vec![job], &e),
@@ -113,20 +119,22 @@ fn commit(pool: &DbPool, schema: &Schema, group: Vec<Job>) {
 /// per job, `None` when inserted or the quota it would break.
 fn insert_group(
     conn: &mut DbConnection,
+    shard: i16,
     group: &[Job],
 ) -> Result<Vec<Option<usage::QuotaLimit>>, StoreError> {
     let files: Vec<(&File, QuotaLimits)> = group.iter().map(|j| (&j.file, j.limits)).collect();
-    let reserved = usage::reserve(conn, &files)?;
+    let reservation = usage::reserve(conn, &files)?;
     let rows: Vec<FileRow> = group
         .iter()
-        .zip(&reserved)
-        .filter(|(_, reserved)| reserved.is_ok())
+        .zip(&reservation.outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
         .map(|(job, _)| FileRow::from_file(&job.file))
         .collect();
     if !rows.is_empty() {
         insert_rows(conn, rows)?;
+        reservation.record(conn, shard)?;
     }
-    Ok(reserved.into_iter().map(Result::err).collect())
+    Ok(reservation.outcomes.into_iter().map(Result::err).collect())
 }
 
 fn answer(group: Vec<Job>, outcomes: Vec<Option<usage::QuotaLimit>>) {

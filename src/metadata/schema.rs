@@ -50,9 +50,10 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_counters (tenant_id, device_id) {
+    usage_counters (tenant_id, device_id, shard) {
         tenant_id -> Text,
         device_id -> Text,
+        shard -> SmallInt,
         bytes_used -> BigInt,
         files_used -> BigInt,
         bytes_reserved -> BigInt,

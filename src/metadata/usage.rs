@@ -1,8 +1,10 @@
 //! Usage counters per tenant and per device root: what is stored (`used`: uploaded
 //! files) and promised (`reserved`: pending or verifying files). They change in the
-//! same transaction as the file records they count, so they are exact; a quota check
-//! locks the counter rows it reads (`FOR UPDATE` on PostgreSQL), so instances racing
-//! for the last bytes of a quota never over-commit it.
+//! same transaction as the file records they count, so they are exact. A counter is
+//! kept in shards, one per metadata writer, summed when read: writers committing new
+//! files of one tenant add to different rows and never wait for each other. A quota
+//! check locks the counter's first shard (`FOR UPDATE` on PostgreSQL) before summing,
+//! so instances racing for the last bytes of a quota never over-commit it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,6 +78,16 @@ impl Usage {
     fn files(&self) -> i64 {
         self.files_used + self.files_reserved
     }
+
+    /// Two shards of one counter, summed.
+    fn plus(self, other: &Usage) -> Usage {
+        Usage {
+            bytes_used: self.bytes_used + other.bytes_used,
+            files_used: self.files_used + other.files_used,
+            bytes_reserved: self.bytes_reserved + other.bytes_reserved,
+            files_reserved: self.files_reserved + other.files_reserved,
+        }
+    }
 }
 
 /// A tenant's usage, and a page of its device roots' (ordered by device id).
@@ -113,26 +125,46 @@ fn contribution(file: &File, status: FileStatus) -> ((i64, i64), (i64, i64)) {
     }
 }
 
+/// Adds to one shard of a counter, creating it on first use.
 fn add(
     conn: &mut DbConnection,
     key: &Key,
+    shard: i16,
     used: (i64, i64),
     reserved: (i64, i64),
 ) -> QueryResult<()> {
+    use diesel::upsert::excluded;
+    use usage_counters::dsl as u;
     if used == (0, 0) && reserved == (0, 0) {
         return Ok(());
     }
-    use usage_counters::dsl as u;
-    diesel::update(u::usage_counters.find((&key.0, &key.1)))
-        .set((
-            u::bytes_used.eq(u::bytes_used + used.0),
-            u::files_used.eq(u::files_used + used.1),
-            u::bytes_reserved.eq(u::bytes_reserved + reserved.0),
-            u::files_reserved.eq(u::files_reserved + reserved.1),
+    let upsert = diesel::insert_into(u::usage_counters)
+        .values((
+            u::tenant_id.eq(&key.0),
+            u::device_id.eq(&key.1),
+            u::shard.eq(shard),
+            u::bytes_used.eq(used.0),
+            u::files_used.eq(used.1),
+            u::bytes_reserved.eq(reserved.0),
+            u::files_reserved.eq(reserved.1),
         ))
-        .execute(conn)?;
+        .on_conflict((u::tenant_id, u::device_id, u::shard))
+        .do_update()
+        .set((
+            u::bytes_used.eq(u::bytes_used + excluded(u::bytes_used)),
+            u::files_used.eq(u::files_used + excluded(u::files_used)),
+            u::bytes_reserved.eq(u::bytes_reserved + excluded(u::bytes_reserved)),
+            u::files_reserved.eq(u::files_reserved + excluded(u::files_reserved)),
+        ));
+    match conn {
+        DbConnection::Postgresql(pg) => upsert.execute(pg)?,
+        DbConnection::Sqlite(sqlite) => upsert.execute(sqlite)?,
+    };
     Ok(())
 }
+
+/// The shard status changes are counted in (the writers' new files go to theirs).
+const TRANSITION_SHARD: i16 = 0;
 
 /// Moves `file`'s count from where `from` put it to where `to` puts it (inside the
 /// transaction changing its status).
@@ -150,140 +182,186 @@ pub(super) fn on_transition(
         reserved_after.1 - reserved_before.1,
     );
     for key in keys_of(file) {
-        add(conn, &key, used, reserved)?;
+        add(conn, &key, TRANSITION_SHARD, used, reserved)?;
     }
     Ok(())
 }
 
-/// Reserves room for new pending files, in order, inside the transaction inserting
-/// them: each file gets `Ok` (counted) or the quota it would break (not counted;
-/// the caller leaves it out).
+/// What a group of new files may take: per file `Ok` (counted) or the quota it
+/// would break (not counted; the caller leaves it out).
+pub(super) struct Reservation {
+    /// One outcome per file, in order.
+    pub outcomes: Vec<Result<(), QuotaLimit>>,
+    /// What the admitted files add to each counter: `(bytes, files)`.
+    deltas: BTreeMap<Key, (i64, i64)>,
+}
+
+impl Reservation {
+    /// Adds the admitted files to the counters, in `shard`. Called last in the
+    /// transaction, so a counter row is held only while the transaction commits.
+    pub fn record(&self, conn: &mut DbConnection, shard: i16) -> QueryResult<()> {
+        for (key, delta) in &self.deltas {
+            add(conn, key, shard, (0, 0), *delta)?;
+        }
+        Ok(())
+    }
+}
+
+/// Decides which new pending files fit their quotas, inside the transaction
+/// inserting them. Files without quotas are admitted without reading anything;
+/// a quota check locks the counters' first shard (a mutex every quota check of
+/// that counter takes), then reads the sum of all shards.
 pub(super) fn reserve(
     conn: &mut DbConnection,
     files: &[(&File, QuotaLimits)],
-) -> QueryResult<Vec<Result<(), QuotaLimit>>> {
-    use usage_counters::dsl as u;
-    let keys: BTreeSet<Key> = files.iter().flat_map(|(f, _)| keys_of(f)).collect();
-    // Rows are created on first use and locked in key order (no deadlocks between
-    // instances locking overlapping sets).
+) -> QueryResult<Reservation> {
     let mut counters: BTreeMap<Key, Usage> = BTreeMap::new();
-    for key in &keys {
-        let new_row = (u::tenant_id.eq(&key.0), u::device_id.eq(&key.1));
-        let insert = diesel::insert_into(u::usage_counters)
-            .values(new_row)
-            .on_conflict_do_nothing();
-        let query = u::usage_counters.find((&key.0, &key.1)).select((
-            u::bytes_used,
-            u::files_used,
-            u::bytes_reserved,
-            u::files_reserved,
-        ));
-        let usage: Usage = match conn {
-            DbConnection::Postgresql(pg) => {
-                insert.execute(pg)?;
-                query.for_update().first(pg)?
-            }
-            DbConnection::Sqlite(sqlite) => {
-                insert.execute(sqlite)?;
-                query.first(sqlite)?
-            }
-        };
-        counters.insert(key.clone(), usage);
+    let checked: BTreeSet<Key> = files
+        .iter()
+        .filter(|(_, limits)| *limits != QuotaLimits::default())
+        .flat_map(|(f, _)| keys_of(f))
+        .collect();
+    // Locked in key order: no deadlocks between instances locking overlapping sets.
+    for key in &checked {
+        counters.insert(key.clone(), locked_usage(conn, key)?);
     }
     let mut outcomes = Vec::with_capacity(files.len());
+    let mut deltas: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
     for (file, limits) in files {
         let size = i64::try_from(file.size).unwrap_or(i64::MAX);
-        let tenant_key = (file.tenant_id.as_str().to_owned(), TENANT_TOTAL.to_owned());
-        let device_key = file
-            .device_id
-            .as_ref()
-            .map(|d| (file.tenant_id.as_str().to_owned(), d.as_str().to_owned()));
-        let over = |usage: Option<&Usage>, max_bytes: Option<u64>, max_files: Option<u64>| {
-            let usage = usage.copied().unwrap_or_default();
-            let bytes_over = max_bytes.is_some_and(|max| {
-                usage.bytes().saturating_add(size) > i64::try_from(max).unwrap_or(i64::MAX)
-            });
-            let files_over = max_files.is_some_and(|max| {
-                usage.files().saturating_add(1) > i64::try_from(max).unwrap_or(i64::MAX)
-            });
-            (bytes_over, files_over)
-        };
-        let refused = match over(
-            counters.get(&tenant_key),
-            limits.max_bytes,
-            limits.max_files,
-        ) {
-            (true, _) => Some(QuotaLimit::MaxBytes),
-            (_, true) => Some(QuotaLimit::MaxFiles),
-            _ => match &device_key {
-                Some(key) => {
-                    match over(
-                        counters.get(key),
-                        limits.device_max_bytes,
-                        limits.device_max_files,
-                    ) {
-                        (true, _) => Some(QuotaLimit::DeviceMaxBytes),
-                        (_, true) => Some(QuotaLimit::DeviceMaxFiles),
-                        _ => None,
-                    }
-                }
-                None => None,
-            },
+        let refused = if *limits == QuotaLimits::default() {
+            None
+        } else {
+            over_quota(file, size, limits, &counters)
         };
         if let Some(limit) = refused {
             outcomes.push(Err(limit));
             continue;
         }
-        for key in std::iter::once(&tenant_key).chain(device_key.as_ref()) {
-            let usage = counters.entry(key.clone()).or_default();
-            usage.bytes_reserved += size;
-            usage.files_reserved += 1;
+        for key in keys_of(file) {
+            if let Some(usage) = counters.get_mut(&key) {
+                usage.bytes_reserved += size;
+                usage.files_reserved += 1;
+            }
+            let delta = deltas.entry(key).or_default();
+            delta.0 += size;
+            delta.1 += 1;
         }
         outcomes.push(Ok(()));
     }
-    // Written back as increments of what was reserved here (transitions may have
-    // released some meanwhile on SQLite, where the rows are not locked).
-    let mut reserved: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
-    for ((file, _), outcome) in files.iter().zip(&outcomes) {
-        if outcome.is_ok() {
-            let size = i64::try_from(file.size).unwrap_or(i64::MAX);
-            for key in keys_of(file) {
-                let entry = reserved.entry(key).or_default();
-                entry.0 += size;
-                entry.1 += 1;
-            }
-        }
-    }
-    for (key, delta) in &reserved {
-        add(conn, key, (0, 0), *delta)?;
-    }
-    Ok(outcomes)
+    Ok(Reservation { outcomes, deltas })
 }
+
+/// The quota `file` would break given `counters` (which hold its keys).
+fn over_quota(
+    file: &File,
+    size: i64,
+    limits: &QuotaLimits,
+    counters: &BTreeMap<Key, Usage>,
+) -> Option<QuotaLimit> {
+    let over = |usage: Option<&Usage>, max_bytes: Option<u64>, max_files: Option<u64>| {
+        let usage = usage.copied().unwrap_or_default();
+        let bytes_over = max_bytes.is_some_and(|max| {
+            usage.bytes().saturating_add(size) > i64::try_from(max).unwrap_or(i64::MAX)
+        });
+        let files_over = max_files.is_some_and(|max| {
+            usage.files().saturating_add(1) > i64::try_from(max).unwrap_or(i64::MAX)
+        });
+        (bytes_over, files_over)
+    };
+    let tenant_key = (file.tenant_id.as_str().to_owned(), TENANT_TOTAL.to_owned());
+    match over(
+        counters.get(&tenant_key),
+        limits.max_bytes,
+        limits.max_files,
+    ) {
+        (true, _) => return Some(QuotaLimit::MaxBytes),
+        (_, true) => return Some(QuotaLimit::MaxFiles),
+        _ => {}
+    }
+    let device_key = (
+        file.tenant_id.as_str().to_owned(),
+        file.device_id.as_ref()?.as_str().to_owned(),
+    );
+    match over(
+        counters.get(&device_key),
+        limits.device_max_bytes,
+        limits.device_max_files,
+    ) {
+        (true, _) => Some(QuotaLimit::DeviceMaxBytes),
+        (_, true) => Some(QuotaLimit::DeviceMaxFiles),
+        _ => None,
+    }
+}
+
+/// Locks `key`'s first shard (created on first use), then sums all its shards: the
+/// sum is read after the lock is held, so it includes every reservation committed
+/// by the quota check that held the lock before.
+fn locked_usage(conn: &mut DbConnection, key: &Key) -> QueryResult<Usage> {
+    use usage_counters::dsl as u;
+    let first_shard = (
+        u::tenant_id.eq(&key.0),
+        u::device_id.eq(&key.1),
+        u::shard.eq(TRANSITION_SHARD),
+    );
+    let insert = diesel::insert_into(u::usage_counters)
+        .values(first_shard)
+        .on_conflict_do_nothing();
+    let lock = u::usage_counters
+        .find((&key.0, &key.1, TRANSITION_SHARD))
+        .select(u::shard);
+    let shards = u::usage_counters
+        .filter(u::tenant_id.eq(&key.0))
+        .filter(u::device_id.eq(&key.1))
+        .select(COUNTER_COLUMNS);
+    let rows: Vec<Usage> = match conn {
+        DbConnection::Postgresql(pg) => {
+            insert.execute(pg)?;
+            lock.for_update().first::<i16>(pg)?;
+            shards.load(pg)?
+        }
+        // SQLite has one writer at a time: the transaction is the lock.
+        DbConnection::Sqlite(sqlite) => {
+            insert.execute(sqlite)?;
+            shards.load(sqlite)?
+        }
+    };
+    Ok(rows.iter().fold(Usage::default(), Usage::plus))
+}
+
+/// A counter's columns, in `Usage` order.
+const COUNTER_COLUMNS: (
+    usage_counters::bytes_used,
+    usage_counters::files_used,
+    usage_counters::bytes_reserved,
+    usage_counters::files_reserved,
+) = (
+    usage_counters::bytes_used,
+    usage_counters::files_used,
+    usage_counters::bytes_reserved,
+    usage_counters::files_reserved,
+);
 
 impl Handler<GetUsage> for MetadataStore {
     type Result = Result<(Usage, Vec<(DeviceId, Usage)>), StoreError>;
     fn handle(&mut self, msg: GetUsage, _: &mut Self::Context) -> Self::Result {
         use usage_counters::dsl as u;
         let mut conn = self.conn()?;
-        let columns = (
-            u::bytes_used,
-            u::files_used,
-            u::bytes_reserved,
-            u::files_reserved,
-        );
-        let tenant: Usage = u::usage_counters
-            .find((msg.tenant.as_str(), TENANT_TOTAL))
-            .select(columns)
-            .first(&mut conn)
-            .optional()?
-            .unwrap_or_default();
+        let tenant_shards: Vec<Usage> = u::usage_counters
+            .filter(u::tenant_id.eq(msg.tenant.as_str()))
+            .filter(u::device_id.eq(TENANT_TOTAL))
+            .select(COUNTER_COLUMNS)
+            .load(&mut conn)?;
+        let tenant = tenant_shards.iter().fold(Usage::default(), Usage::plus);
+        // The page is chosen by device id, then each device's shards are summed.
         // Boxed queries are built per backend, so the query is written once here.
-        macro_rules! devices_query {
+        macro_rules! page_query {
             () => {{
                 let mut devices = u::usage_counters
                     .filter(u::tenant_id.eq(msg.tenant.as_str()))
                     .filter(u::device_id.ne(TENANT_TOTAL))
-                    .select((u::device_id, columns))
+                    .select(u::device_id)
+                    .distinct()
                     .order(u::device_id.asc())
                     .limit(msg.limit)
                     .into_boxed();
@@ -296,11 +374,21 @@ impl Handler<GetUsage> for MetadataStore {
                 devices
             }};
         }
-        let rows: Vec<(String, Usage)> = match &mut *conn {
-            DbConnection::Postgresql(pg) => devices_query!().load(pg)?,
-            DbConnection::Sqlite(sqlite) => devices_query!().load(sqlite)?,
+        let page: Vec<String> = match &mut *conn {
+            DbConnection::Postgresql(pg) => page_query!().load(pg)?,
+            DbConnection::Sqlite(sqlite) => page_query!().load(sqlite)?,
         };
-        let devices = rows
+        let shards: Vec<(String, Usage)> = u::usage_counters
+            .filter(u::tenant_id.eq(msg.tenant.as_str()))
+            .filter(u::device_id.eq_any(&page))
+            .select((u::device_id, COUNTER_COLUMNS))
+            .load(&mut conn)?;
+        let mut sums: BTreeMap<String, Usage> = BTreeMap::new();
+        for (device, usage) in &shards {
+            let sum = sums.entry(device.clone()).or_default();
+            *sum = sum.plus(usage);
+        }
+        let devices = sums
             .into_iter()
             .filter_map(|(id, usage)| DeviceId::parse(&id).ok().map(|id| (id, usage)))
             .collect();

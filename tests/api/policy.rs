@@ -377,3 +377,66 @@ async fn a_device_file_quota_holds_at_the_boundary_and_spares_other_devices() {
     app.create_ok(&service, &body_of(14), json!({"shared": true}))
         .await;
 }
+
+#[actix_web::test]
+async fn usage_is_exact_when_many_writers_commit_new_files_at_once() {
+    // Two instances with two writers each: each writer counts in its own shard of
+    // the counters, and usage sums them.
+    let app = spawn_app_on_postgres(with_redis_cache).await;
+    let second = app.spawn_another_instance().await;
+    let devices = [
+        app.device_token("acme", "dev-1"),
+        app.device_token("acme", "dev-2"),
+    ];
+    let creates = (0..64).map(|n| {
+        let base = if n % 2 == 0 {
+            app.address.clone()
+        } else {
+            second.clone()
+        };
+        let body = declared(&body_of(10), json!({}));
+        let (client, token) = (app.client.clone(), devices[n / 32].clone());
+        async move {
+            client
+                .post(format!("{base}/v1/files"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("create")
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(creates).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let service = app.service_token("acme", "ops");
+    let seen = usage(&app, &service, "?limit=1").await;
+    assert_eq!(seen["tenant"]["files_reserved"], 64, "{seen}");
+    assert_eq!(seen["tenant"]["bytes_reserved"], 640, "{seen}");
+    assert_eq!(
+        seen["devices"],
+        json!([{"device_id": "dev-1", "bytes_used": 0, "files_used": 0, "bytes_reserved": 320,
+                "files_reserved": 32, "max_bytes": null, "max_files": null}]),
+        "one entry per device, whatever the shards"
+    );
+    let cursor = seen["next_cursor"].as_str().expect("a second page");
+    let rest = usage(&app, &service, &format!("?limit=1&cursor={cursor}")).await;
+    assert_eq!(rest["devices"][0]["device_id"], "dev-2", "{rest}");
+    assert_eq!(rest["devices"][0]["files_reserved"], 32, "{rest}");
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+
+    // A status change (counted in another shard) moves the count.
+    let bytes = body_of(10);
+    let file = app.upload(&devices[0], &bytes, json!({})).await;
+    assert_eq!(file["status"], "uploaded", "{file}");
+    let seen = usage(&app, &service, "").await;
+    assert_eq!(
+        (
+            seen["tenant"]["files_used"].as_i64(),
+            seen["tenant"]["files_reserved"].as_i64()
+        ),
+        (Some(1), Some(64)),
+        "{seen}"
+    );
+}
