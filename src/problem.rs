@@ -31,6 +31,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the request body is not JSON.
     UnsupportedMediaType,
+    /// 408: the request head did not arrive in time (`server.request_head_timeout_secs`).
+    RequestTimeout,
+    /// 431: the request line and headers are too large.
+    HeadersTooLarge,
     /// 409: completion was asked for but no object was stored.
     UploadMissing,
     /// 409: a download was asked for a file that is not uploaded.
@@ -79,6 +83,8 @@ impl ErrorCode {
             ErrorCode::InvalidPart => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::SizeMismatch | ErrorCode::ChecksumMismatch | ErrorCode::PartMismatch => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -100,6 +106,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::UploadMissing => "upload_missing",
             ErrorCode::NotUploaded => "not_uploaded",
             ErrorCode::SizeMismatch => "size_mismatch",
@@ -122,10 +130,12 @@ impl ErrorCode {
             403 => ErrorCode::Forbidden,
             404 => ErrorCode::NotFound,
             405 => ErrorCode::MethodNotAllowed,
+            408 => ErrorCode::RequestTimeout,
             409 => ErrorCode::Conflict,
             413 => ErrorCode::PayloadTooLarge,
             415 => ErrorCode::UnsupportedMediaType,
             416 => ErrorCode::RangeNotSatisfiable,
+            431 => ErrorCode::HeadersTooLarge,
             503 => ErrorCode::Unavailable,
             s if s >= 500 => ErrorCode::Internal,
             _ => ErrorCode::InvalidRequest,
@@ -196,6 +206,25 @@ impl ApiError {
         self
     }
 
+    /// The problem document, serialized.
+    pub fn problem_json(&self) -> Vec<u8> {
+        self.problem().json_bytes()
+    }
+
+    fn problem(&self) -> HttpApiProblem {
+        let status = self.code.status();
+        let problem_status = http_api_problem::StatusCode::from_u16(status.as_u16())
+            .unwrap_or(http_api_problem::StatusCode::INTERNAL_SERVER_ERROR);
+        let problem = HttpApiProblem::new(problem_status)
+            .type_url(format!("urn:valet:problem:{}", self.code))
+            .title(status.canonical_reason().unwrap_or("Error"))
+            .detail(self.detail.clone())
+            .value("code", &self.code.as_str());
+        self.members.iter().fold(problem, |problem, (name, value)| {
+            problem.value(*name, value)
+        })
+    }
+
     /// 400 `invalid_request`.
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, detail)
@@ -231,18 +260,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.code.status();
-        let problem_status = http_api_problem::StatusCode::from_u16(status.as_u16())
-            .unwrap_or(http_api_problem::StatusCode::INTERNAL_SERVER_ERROR);
-        let problem = HttpApiProblem::new(problem_status)
-            .type_url(format!("urn:valet:problem:{}", self.code))
-            .title(status.canonical_reason().unwrap_or("Error"))
-            .detail(self.detail.clone())
-            .value("code", &self.code.as_str());
-        let problem = self.members.iter().fold(problem, |problem, (name, value)| {
-            problem.value(*name, value)
-        });
-        let mut response = problem.to_actix_response();
+        let mut response = self.problem().to_actix_response();
         let headers = response.headers_mut();
         match self.code {
             ErrorCode::Unauthenticated => {

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, SyncArbiter};
-use actix_web::dev::Server;
+use actix_server::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context;
 
 use crate::auth::{Authenticator, RootKey, TokenValidator, TrustStore, TrustedKeys};
 use crate::cache;
 use crate::configuration::Settings;
-use crate::edge::{self, CertificateStore, Limits, TrustedProxies, VerifiedClientCertificate};
+use crate::edge::{self, CertificateStore, Limits, ServerOptions, TrustedProxies};
 use crate::events::{EventContext, StorageLocation};
 use crate::metadata::{db, GroupCommit, MetadataStore, Schema};
 use crate::notifier::{Notifier, StopRelay};
@@ -150,7 +150,7 @@ impl Application {
         let proxies = web::Data::new(TrustedProxies::new(
             settings.server.trusted_proxies().to_vec(),
         ));
-        let mut server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .wrap(from_fn(routes::problem_for_bare_errors))
                 .wrap(from_fn(edge::enforce_limits))
@@ -159,26 +159,25 @@ impl Application {
                 .app_data(limits.clone())
                 .app_data(proxies.clone())
                 .configure(|cfg| routes::configure(cfg, json_limit, api_description.clone()))
-        })
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        // actix's 5 s default answers a bare 408 to connections a busy machine
-        // reads late; the overload answer is `max_in_flight`'s 503 problem.
-        .client_request_timeout(settings.server.request_head_timeout())
-        // Signals are handled by `run_until_stopped` (SIGINT stops gracefully too).
-        .disable_signals()
-        .on_connect(mark_verified_client);
-        server = match (&settings.server.tls_cert, &settings.server.tls_key) {
+        };
+        let options = ServerOptions {
+            workers: settings.server.workers,
+            // actix's 5 s default answers 408 to connections a busy machine reads
+            // late; the overload answer is `max_in_flight`'s 503 problem.
+            request_head_timeout: settings.server.request_head_timeout(),
+            shutdown_timeout_secs: settings.server.shutdown_timeout_secs,
+        };
+        let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
             (Some(cert), Some(key)) => {
                 let certificates = CertificateStore::load(cert, key)?;
                 let tls = edge::tls::server_config(&settings.server, certificates.clone())?;
                 certificates.watch(settings.server.tls_reload_interval());
-                server.listen_rustls_0_23(listener, tls)?
+                Some(tls)
             }
-            _ => server.listen(listener)?,
+            _ => None,
         };
-        if let Some(workers) = settings.server.workers {
-            server = server.workers(workers);
-        }
+        // Signals are handled by `run_until_stopped` (SIGINT stops gracefully too).
+        let server = edge::server::build(app, listener, tls, &options)?;
         tracing::info!(
             address = %local,
             %public_url,
@@ -188,7 +187,7 @@ impl Application {
         Ok(Self {
             port,
             public_url,
-            server: server.run(),
+            server,
             notifier,
             shutdown_timeout: settings.server.shutdown_timeout(),
         })
@@ -245,21 +244,6 @@ async fn stop_on_signals(server: actix_web::dev::ServerHandle) {
         tracing::info!(signal = name, "stopping now");
     }
     server.stop(graceful).await;
-}
-
-/// Records, per connection, whether the client presented a certificate that the
-/// configured client CA verified (rustls only accepts verified ones).
-fn mark_verified_client(
-    connection: &dyn std::any::Any,
-    extensions: &mut actix_web::dev::Extensions,
-) {
-    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
-    if let Some(tls) = connection.downcast_ref::<Tls>() {
-        let (_, session) = tls.get_ref();
-        if session.peer_certificates().is_some_and(|c| !c.is_empty()) {
-            extensions.insert(VerifiedClientCertificate);
-        }
-    }
 }
 
 /// The configured trusted keys, plus the development key when enabled (generated

@@ -36,7 +36,7 @@ pub struct ClientAddress {
 pub fn client_address(req: &ServiceRequest, trusted: &TrustedProxies) -> ClientAddress {
     let peer = req.peer_addr().map(|a| a.ip());
     // Not `connection_info()`: it believes forwarding headers from anyone.
-    let scheme = if req.app_config().secure() {
+    let scheme = if req.conn_data::<super::TlsConnection>().is_some() {
         "https"
     } else {
         "http"

@@ -104,6 +104,13 @@ async fn the_whole_device_flow_works_over_https() {
     let id = file["id"].as_str().expect("id");
     assert_eq!(app.fetch(&token, id).await, bytes);
 
+    // What the HTTP parser refuses is a problem document over TLS too.
+    let mut request = app.client.get(app.url("/healthz"));
+    for n in 0..100 {
+        request = request.header(format!("x-h{n}"), "v");
+    }
+    assert_problem(request.send().await.unwrap(), 431, "headers_too_large").await;
+
     // Plain HTTP on the HTTPS port gets nowhere.
     let plain = app.address.replace("https://", "http://");
     let answer = reqwest::Client::new()

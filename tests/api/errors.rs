@@ -1,6 +1,6 @@
 //! Every rejection path answers problem+json with its stable code.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, body_of, sha256_hex, spawn_app, spawn_app_with};
 
@@ -330,4 +330,84 @@ async fn integers_may_carry_a_zero_fraction() {
     assert_eq!(created["file"]["size"], 3);
     body["size"] = json!(3.5);
     assert_problem(app.create(&token, body).await, 400, "invalid_request").await;
+}
+
+/// Sends `request` as raw bytes and reads the whole answer (valet closes after it):
+/// the status, the `Content-Type` and the body.
+async fn raw_exchange(app: &crate::helpers::TestApp, request: &[u8]) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = reqwest::Url::parse(&app.url("/")).expect("url");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", url.port().expect("port")))
+        .await
+        .expect("connect");
+    // The server may answer and close before reading everything we send.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let problem = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, content_type, problem)
+}
+
+#[actix_web::test]
+async fn requests_the_http_parser_refuses_are_problems() {
+    let app = spawn_app().await;
+    // More headers than the parser takes (sent whole, so the answer is not lost to a
+    // reset of a half-read connection).
+    let headers: String = (0..100).map(|n| format!("X-H{n}: v\r\n")).collect();
+    let big_header = format!("GET /healthz HTTP/1.1\r\nHost: v\r\n{headers}\r\n");
+    let cases: [(&[u8], u16, &str); 5] = [
+        (b"GARBAGE\r\n\r\n", 400, "invalid_request"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: v\r\nContent-Length: abc\r\n\r\n",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"POST /v1/files HTTP/1.1\r\nHost: v\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+            "invalid_request",
+        ),
+        (
+            b"GET /healthz HTTP/9.9\r\nHost: v\r\n\r\n",
+            400,
+            "invalid_request",
+        ),
+        (big_header.as_bytes(), 431, "headers_too_large"),
+    ];
+    for (request, status, code) in cases {
+        let shown = String::from_utf8_lossy(&request[..request.len().min(60)]).into_owned();
+        let (answered, content_type, problem) = raw_exchange(&app, request).await;
+        assert_eq!(answered, status, "{shown:?}");
+        assert_eq!(content_type, "application/problem+json", "{shown:?}");
+        assert_eq!(problem["status"], status, "{shown:?}");
+        assert_eq!(problem["code"], code, "{shown:?}");
+        assert_eq!(problem["type"], format!("urn:valet:problem:{code}"));
+    }
+    // A well-formed request on the same server is answered as before.
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[actix_web::test]
+async fn a_request_head_that_never_arrives_is_a_408_problem() {
+    let app = spawn_app_with(|s| s.server.request_head_timeout_secs = 1).await;
+    let (status, content_type, problem) = raw_exchange(&app, b"GET /healthz HTTP/1.1\r\n").await;
+    assert_eq!(status, 408);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["code"], "request_timeout");
 }
