@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::caller;
 use crate::auth::Authenticated;
-use crate::domain::FileId;
+use crate::domain::{DeviceId, FileId, TransferId};
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 
@@ -128,5 +128,47 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> 
         deserializer
             .deserialize_map(ObjectOnly(std::marker::PhantomData))
             .map(JsonObject)
+    }
+}
+
+/// The `{id}` of a `/v1/transfers/{id}…` path; one that is not a UUID is "not found".
+pub struct TransferIdParam(pub TransferId);
+
+impl FromRequest for TransferIdParam {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let id = req
+            .match_info()
+            .get("id")
+            .and_then(|raw| raw.parse().ok())
+            .map(TransferIdParam)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    "no such transfer (transfer ids are UUIDs)",
+                )
+            });
+        ready(id)
+    }
+}
+
+/// The `{device}` of a `/v1/devices/{device}…` path; one that is not a device id
+/// is "not found".
+pub struct DeviceParam(pub DeviceId);
+
+impl FromRequest for DeviceParam {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let device = req
+            .match_info()
+            .get("device")
+            .and_then(|raw| DeviceId::parse(raw).ok())
+            .map(DeviceParam)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such device inbox"));
+        ready(device)
     }
 }

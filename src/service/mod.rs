@@ -2,7 +2,7 @@
 //! `create` (declare a file, sign its upload), `complete` (verify the stored object:
 //! `complete`, storage events, the reconciler), `query` (get, download, list),
 //! `remove` (delete, retention, expiry), `orphans` (objects stored after their file
-//! ended). HTTP handlers and every
+//! ended), `transfers` (inboxes and transfers between devices). HTTP handlers and every
 //! other entry point (CLI, storage events, reconciler) go through here, so every
 //! path applies the same checks and transitions.
 
@@ -12,11 +12,13 @@ mod orphans;
 mod parts;
 mod query;
 mod remove;
+mod transfers;
 mod usage;
 
 pub use create::{CreateUpload, NamedRoot, Upload};
 pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
 pub use query::ListRequest;
+pub use transfers::{Direction, InboxRequest, SendRequest, TransferListRequest};
 pub use usage::{DeviceUsage, UsagePage, UsageReport, UsageRequest};
 
 use futures_util::StreamExt;

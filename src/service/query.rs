@@ -21,7 +21,7 @@ pub struct ListRequest {
 }
 
 /// The schema of `limit`: what [`FileService::list`] accepts.
-fn page_size_schema() -> utoipa::openapi::schema::Object {
+pub(super) fn page_size_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::Integer)
         .minimum(Some(1))
@@ -62,6 +62,13 @@ impl FileService {
         id: FileId,
     ) -> Result<SignedRequest, ApiError> {
         let file = self.visible_file(who, id, Operation::Read).await?;
+        self.sign_file_download(&file)
+    }
+
+    /// Signs a download of `file`, which the caller was found to be allowed to
+    /// read (its own file, or one transferred to it): the one place download URLs
+    /// are made.
+    pub(super) fn sign_file_download(&self, file: &File) -> Result<SignedRequest, ApiError> {
         if file.status != FileStatus::Uploaded {
             return Err(ApiError::new(
                 ErrorCode::NotUploaded,
@@ -81,7 +88,7 @@ impl FileService {
                 },
             )
             .map_err(ApiError::from)?;
-        self.record_operation("download", &file);
+        self.record_operation("download", file);
         Ok(request)
     }
 
