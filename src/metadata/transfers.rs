@@ -58,7 +58,7 @@ pub struct CreateTransfer(pub Transfer);
 #[derive(Debug, Clone)]
 pub enum Offer {
     /// Recorded, with its `offered` events.
-    Created(Transfer),
+    Created(Box<Transfer>),
     /// These recipients do not accept files from the sender; nothing was recorded.
     Refused(Vec<DeviceId>),
     /// The file is no longer `uploaded` (or gone); nothing was recorded.
@@ -499,7 +499,7 @@ impl Handler<CreateTransfer> for MetadataStore {
                 &recipients,
                 transfer.created_at,
             )?;
-            Ok(Offer::Created(stored))
+            Ok(Offer::Created(Box::new(stored)))
         })?;
         if let Offer::Created(created) = &offer {
             count_reached(std::slice::from_ref(created), TransferState::Offered);

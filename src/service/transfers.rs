@@ -226,7 +226,7 @@ impl FileService {
         match self.ask(CreateTransfer(transfer)).await? {
             Offer::Created(transfer) => {
                 self.notifier.do_send(OutboxAppended);
-                Ok(transfer)
+                Ok(*transfer)
             }
             Offer::Refused(refused) => Err(ApiError::new(
                 ErrorCode::TransferRefused,
