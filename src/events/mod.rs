@@ -105,18 +105,44 @@ pub fn file_event(
             fields.insert(location.field.into(), location.name.clone().into());
         }
     }
-    let event = EventBuilderV10::new()
+    outbox_event(
+        id,
+        kind.cloudevent_type(),
+        subject,
+        time,
+        context,
+        data,
+        None,
+    )
+}
+
+/// The CloudEvent as the outbox stores it, with the `transferid` extension
+/// attribute when `transfer_id` is given.
+fn outbox_event(
+    id: String,
+    event_type: String,
+    subject: String,
+    time: DateTime<Utc>,
+    context: &EventContext,
+    data: serde_json::Value,
+    transfer_id: Option<String>,
+) -> anyhow::Result<OutboxEvent> {
+    let mut builder = EventBuilderV10::new()
         .id(id.clone())
         .source(context.source.clone())
-        .ty(kind.cloudevent_type())
+        .ty(event_type.clone())
         .subject(subject)
         .time(time)
-        .data("application/json", data)
+        .data("application/json", data);
+    if let Some(transfer_id) = transfer_id {
+        builder = builder.extension("transferid", transfer_id);
+    }
+    let event = builder
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build event: {e}"))?;
     Ok(OutboxEvent {
         id,
-        event_type: kind.cloudevent_type(),
+        event_type,
         payload: serde_json::to_string(&event)?,
     })
 }
@@ -174,19 +200,13 @@ pub fn transfer_event(
         fields.insert("tenant_id".into(), transfer.tenant_id.as_str().into());
         fields.insert("recipient".into(), recipient.as_str().into());
     }
-    let event = EventBuilderV10::new()
-        .id(id.clone())
-        .source(context.source.clone())
-        .ty(kind.cloudevent_type())
-        .subject(subject)
-        .time(time)
-        .extension("transferid", transfer.id.to_string())
-        .data("application/json", data)
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot build event: {e}"))?;
-    Ok(OutboxEvent {
+    outbox_event(
         id,
-        event_type: kind.cloudevent_type(),
-        payload: serde_json::to_string(&event)?,
-    })
+        kind.cloudevent_type(),
+        subject,
+        time,
+        context,
+        data,
+        Some(transfer.id.to_string()),
+    )
 }

@@ -87,6 +87,20 @@ impl FromRequest for JsonBody {
     }
 }
 
+/// The path segment `name`, read by `parse`; one it refuses is "not found"
+/// (`detail`): a path that names nothing this API has.
+fn path_segment<T>(
+    req: &HttpRequest,
+    name: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    detail: &'static str,
+) -> Result<T, ApiError> {
+    req.match_info()
+        .get(name)
+        .and_then(parse)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, detail))
+}
+
 /// The `{id}` of a `/v1/files/{id}…` path; one that is not a UUID is "not found".
 pub struct FileIdParam(pub FileId);
 
@@ -95,13 +109,15 @@ impl FromRequest for FileIdParam {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let id = req
-            .match_info()
-            .get("id")
-            .and_then(|raw| raw.parse().ok())
-            .map(FileIdParam)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such file (file ids are UUIDs)"));
-        ready(id)
+        ready(
+            path_segment(
+                req,
+                "id",
+                |raw| raw.parse().ok(),
+                "no such file (file ids are UUIDs)",
+            )
+            .map(FileIdParam),
+        )
     }
 }
 
@@ -139,18 +155,15 @@ impl FromRequest for TransferIdParam {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let id = req
-            .match_info()
-            .get("id")
-            .and_then(|raw| raw.parse().ok())
-            .map(TransferIdParam)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    "no such transfer (transfer ids are UUIDs)",
-                )
-            });
-        ready(id)
+        ready(
+            path_segment(
+                req,
+                "id",
+                |raw| raw.parse().ok(),
+                "no such transfer (transfer ids are UUIDs)",
+            )
+            .map(TransferIdParam),
+        )
     }
 }
 
@@ -163,12 +176,14 @@ impl FromRequest for DeviceParam {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let device = req
-            .match_info()
-            .get("device")
-            .and_then(|raw| DeviceId::parse(raw).ok())
-            .map(DeviceParam)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such device inbox"));
-        ready(device)
+        ready(
+            path_segment(
+                req,
+                "device",
+                |raw| DeviceId::parse(raw).ok(),
+                "no such device inbox",
+            )
+            .map(DeviceParam),
+        )
     }
 }

@@ -62,6 +62,31 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     Ok(limit)
 }
 
+/// The position a listing's `cursor` names, read by `decode`: `None` without a
+/// cursor, 400 for text this API did not return.
+fn page_cursor<T>(
+    cursor: Option<&str>,
+    decode: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    cursor
+        .map(|text| {
+            decode(text)
+                .ok_or_else(|| ApiError::invalid("cursor is not a cursor returned by this API"))
+        })
+        .transpose()
+}
+
+/// Cuts a listing fetched with one row more than `limit` to `limit` rows; the
+/// cursor of its last row (by `cursor`) when there is a next page.
+fn cut_page<T>(rows: &mut Vec<T>, limit: i64, cursor: impl FnOnce(&T) -> String) -> Option<String> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor)
+    } else {
+        None
+    }
+}
+
 /// Storage calls a background job keeps in flight at once (stat, delete).
 pub const STORAGE_CONCURRENCY: usize = 16;
 

@@ -101,13 +101,9 @@ impl FileService {
     async fn list_page(&self, who: &Authenticated, request: ListRequest) -> Result<Page, ApiError> {
         let identity = &who.identity;
         let limit = page_limit(request.limit)?;
-        let before =
-            match request.cursor.as_deref() {
-                None => None,
-                Some(text) => Some(Cursor::decode(text).map(|c| c.0).ok_or_else(|| {
-                    ApiError::invalid("cursor is not a cursor returned by this API")
-                })?),
-            };
+        let before = page_cursor(request.cursor.as_deref(), |text| {
+            Cursor::decode(text).map(|c| c.0)
+        })?;
         let root = match (request.device_id, request.shared.unwrap_or(false)) {
             (Some(_), true) => {
                 return Err(ApiError::invalid(
@@ -138,12 +134,7 @@ impl FileService {
                 limit: limit + 1,
             })
             .await?;
-        let next_cursor = if files.len() as i64 > limit {
-            files.truncate(limit as usize);
-            files.last().map(|f| Cursor(f.id).encode())
-        } else {
-            None
-        };
+        let next_cursor = cut_page(&mut files, limit, |f| Cursor(f.id).encode());
         Ok(Page { files, next_cursor })
     }
 }

@@ -426,13 +426,9 @@ impl FileService {
             transfer_not_found,
         )?;
         let limit = page_limit(request.limit)?;
-        let before =
-            match request.cursor.as_deref() {
-                None => None,
-                Some(text) => Some(TransferCursor::decode(text).map(|c| c.0).ok_or_else(|| {
-                    ApiError::invalid("cursor is not a cursor returned by this API")
-                })?),
-            };
+        let before = page_cursor(request.cursor.as_deref(), |text| {
+            TransferCursor::decode(text).map(|c| c.0)
+        })?;
         let mut transfers = self
             .ask(ListTransfers {
                 tenant: identity.tenant.clone(),
@@ -442,12 +438,7 @@ impl FileService {
                 limit: limit + 1,
             })
             .await?;
-        let next_cursor = if transfers.len() as i64 > limit {
-            transfers.truncate(limit as usize);
-            transfers.last().map(|t| TransferCursor(t.id).encode())
-        } else {
-            None
-        };
+        let next_cursor = cut_page(&mut transfers, limit, |t| TransferCursor(t.id).encode());
         Ok(TransferPage {
             transfers,
             next_cursor,
