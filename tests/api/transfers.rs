@@ -786,7 +786,10 @@ async fn deleting_the_file_revokes_its_transfers() {
 
 #[actix_web::test]
 async fn the_reconciler_expires_transfers() {
+    let broker = Broker::new().await;
+    let expirations = broker.bind("transfer.expired.#").await;
     let app = spawn_app_with(|s| {
+        broker.configure(s, BROKER);
         s.reconciler.interval_secs = 1;
         s.reconciler.grace_secs = 0;
     })
@@ -834,6 +837,10 @@ async fn the_reconciler_expires_transfers() {
             ),
         ]
     );
+    let published = expirations.wait_for(1).await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0].routing_key, "transfer.expired.acme.dev-9");
+    assert_eq!(published[0].body["transferid"], id);
     // The other transfer of the same file lives on.
     let other = long_lived["id"].as_str().expect("id");
     assert_eq!(app.download_transfer(&recipient, other).await.status(), 200);
@@ -897,6 +904,31 @@ async fn every_transfer_event_reaches_rabbitmq_with_its_transfer_id() {
             message.routing_key.rsplitn(3, '.').nth(2).expect("prefix")
         );
     }
+    // Delivered as file events are, and valid against the published schema.
+    let schema: Value =
+        serde_json::from_str(valet::events::TRANSFER_EVENT_SCHEMA).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    for message in &messages {
+        assert_eq!(message.content_type, "application/cloudevents+json");
+        assert_eq!(message.delivery_mode, 2, "persistent");
+        assert_eq!(message.headers["tenant"].as_deref(), Some("acme"));
+        assert_eq!(
+            message.headers["device"].as_deref(),
+            message.routing_key.rsplit('.').next()
+        );
+        let errors: Vec<String> = validator
+            .iter_errors(&message.body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}\n{}", message.body);
+    }
+    let served = app
+        .client
+        .get(app.url("/schemas/transfer-event.json"))
+        .send()
+        .await
+        .expect("schema");
+    assert_eq!(served.json::<Value>().await.expect("json"), schema);
     let ids: BTreeSet<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(ids.len(), 5, "one id per recipient and event");
     // The order of each recipient's events holds.
@@ -918,4 +950,86 @@ async fn every_transfer_event_reaches_rabbitmq_with_its_transfer_id() {
     assert_eq!(file_events[0].routing_key, "file.uploaded.acme.dev-7");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(transfers.received().len(), 5, "nothing more");
+}
+
+#[actix_web::test]
+async fn the_api_description_covers_every_transfer_operation() {
+    let app = spawn_app().await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    let paths = &spec["paths"];
+    for (path, method, statuses) in [
+        (
+            "/v1/transfers",
+            "post",
+            &["201", "400", "401", "403", "404", "409"][..],
+        ),
+        ("/v1/transfers", "get", &["200", "400", "401"][..]),
+        ("/v1/transfers/{id}", "get", &["200", "401", "404"][..]),
+        (
+            "/v1/transfers/{id}",
+            "delete",
+            &["204", "401", "403", "404", "409"][..],
+        ),
+        (
+            "/v1/transfers/{id}/download",
+            "get",
+            &["200", "307", "401", "404"][..],
+        ),
+        (
+            "/v1/transfers/{id}/accept",
+            "post",
+            &["200", "401", "403", "404", "409"][..],
+        ),
+        (
+            "/v1/devices/{device}/inbox",
+            "get",
+            &["200", "401", "404"][..],
+        ),
+        (
+            "/v1/devices/{device}/inbox",
+            "put",
+            &["200", "400", "401", "404"][..],
+        ),
+    ] {
+        let operation = &paths[path][method];
+        assert!(operation.is_object(), "{method} {path} missing");
+        for status in statuses {
+            assert!(
+                operation["responses"][status].is_object(),
+                "{method} {path}: {status} missing"
+            );
+        }
+    }
+    let refused = paths["/v1/transfers"]["post"]["responses"]["403"]["description"]
+        .as_str()
+        .expect("403 description");
+    assert!(refused.contains("transfer_refused"), "{refused}");
+    let schemas = &spec["components"]["schemas"];
+    let send = &schemas["SendRequest"]["properties"];
+    assert_eq!(
+        (&send["to"]["minItems"], &send["to"]["maxItems"]),
+        (&json!(1), &json!(100))
+    );
+    assert_eq!(send["expires_in_secs"]["maximum"], 2_592_000);
+    assert!(schemas["ErrorCode"]["enum"]
+        .as_array()
+        .expect("codes")
+        .contains(&json!("transfer_refused")));
+    for schema in [
+        "Transfer",
+        "TransferState",
+        "Inbox",
+        "AcceptFrom",
+        "TransferList",
+    ] {
+        assert!(schemas[schema].is_object(), "{schema} missing");
+    }
 }
