@@ -68,8 +68,8 @@ pub fn record_file_operation(operation: &'static str, tenant: &str, device: Opti
     }
 }
 
-/// One transfer of `tenant` reaching `state` (`offered`, `received`, `revoked`,
-/// `expired`): the transfers by state per tenant.
+/// One transfer of `tenant` reaching `state` (`offered`, `revoked`, `expired`;
+/// `received`: one recipient accepting): the transfers by state per tenant.
 pub fn record_transfer(state: &'static str, tenant: &str) {
     counter!("valet_transfers_total", "state" => state, "tenant" => tenant.to_owned()).increment(1);
 }

@@ -1033,3 +1033,70 @@ async fn the_api_description_covers_every_transfer_operation() {
         assert!(schemas[schema].is_object(), "{schema} missing");
     }
 }
+
+#[actix_web::test]
+async fn concurrent_accepts_revokes_and_a_delete_change_each_transfer_once() {
+    let app = spawn_app().await;
+    let sender = app.device_token("acme", "dev-7");
+    let file = app.upload(&sender, &body_of(64), json!({})).await;
+    let file_id = file["id"].as_str().expect("id").to_owned();
+    app.accept_from("acme", "dev-8", json!("*")).await;
+    app.accept_from("acme", "dev-9", json!("*")).await;
+    let transfer = app.send_ok(&sender, &file_id, &["dev-8", "dev-9"]).await;
+    let id = transfer["id"].as_str().expect("id").to_owned();
+    let eight = app.device_token("acme", "dev-8");
+    let nine = app.device_token("acme", "dev-9");
+
+    let accepts = (0..8).map(|i| {
+        let token = if i % 2 == 0 { &eight } else { &nine };
+        app.accept_transfer(token, &id)
+    });
+    let revokes = (0..4).map(|_| app.revoke_transfer(&sender, &id));
+    let (accepted, revoked, deleted) = futures_util::join!(
+        futures_util::future::join_all(accepts),
+        futures_util::future::join_all(revokes),
+        app.delete(&sender, &file_id)
+    );
+    for response in accepted {
+        let status = response.status().as_u16();
+        assert!(status == 200 || status == 409, "accept answered {status}");
+    }
+    for response in revoked {
+        assert_eq!(response.status().as_u16(), 204);
+    }
+    assert_eq!(deleted.status().as_u16(), 204);
+
+    let ended: Value = app
+        .get_transfer(&nine, &id)
+        .await
+        .json()
+        .await
+        .expect("transfer");
+    assert_eq!(ended["state"], "revoked");
+    let events = app.transfer_events(&id).await;
+    for device in ["dev-8", "dev-9"] {
+        let mine: Vec<&str> = events
+            .iter()
+            .filter(|(_, d)| d.as_deref() == Some(device))
+            .map(|(kind, _)| kind.as_str())
+            .collect();
+        assert_eq!(mine.first(), Some(&"io.valet.transfer.offered"), "{mine:?}");
+        assert_eq!(mine.last(), Some(&"io.valet.transfer.revoked"), "{mine:?}");
+        assert!(
+            mine == ["io.valet.transfer.offered", "io.valet.transfer.revoked"]
+                || mine
+                    == [
+                        "io.valet.transfer.offered",
+                        "io.valet.transfer.received",
+                        "io.valet.transfer.revoked"
+                    ],
+            "{device}: {mine:?}"
+        );
+        // The recipient's state agrees with its events.
+        let accepted = mine.contains(&"io.valet.transfer.received");
+        assert_eq!(
+            state_of(&ended, device),
+            if accepted { "received" } else { "revoked" }
+        );
+    }
+}
