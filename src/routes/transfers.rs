@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::docs::problem_responses;
 use super::extract::{CallerThen, JsonBody, TransferIdParam};
-use super::files::{DownloadParams, SignedRequestBody};
+use super::files::{download_answer, DownloadParams, SignedRequestBody};
 use crate::domain::{FileId, Transfer};
 use crate::problem::ApiError;
 use crate::service::{FileService, SendRequest, TransferListRequest};
@@ -202,12 +202,7 @@ pub async fn download_transfer(
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = service.download_transfer(&who, id).await?;
-    if params.redirect.unwrap_or(false) {
-        return Ok(HttpResponse::TemporaryRedirect()
-            .insert_header((header::LOCATION, signed.url))
-            .finish());
-    }
-    Ok(HttpResponse::Ok().json(SignedRequestBody::from(signed)))
+    Ok(download_answer(signed, &params))
 }
 
 problem_responses!(
