@@ -98,11 +98,17 @@ pub async fn create_transfer(
         .value()
         .filter(|value| value.is_object())
         .and_then(|value| NamedFile::deserialize(value).ok());
-    if let Some(named) = named {
-        service.sendable_file(&who, named.file_id).await?;
-    }
+    let authorized = match named {
+        Some(named) => Some(service.sendable_file(&who, named.file_id).await?),
+        None => None,
+    };
     let request: SendRequest = body.parse()?;
-    let transfer = service.send(&who, request).await?;
+    // A body that parses names its file as the loose read did: authorized above.
+    let file = match authorized {
+        Some(file) => file,
+        None => service.sendable_file(&who, request.file_id).await?,
+    };
+    let transfer = service.send(&who, file, request).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/transfers/{}", transfer.id)))
         .json(CreatedTransfer { transfer }))

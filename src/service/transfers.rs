@@ -158,20 +158,31 @@ impl FileService {
         Ok(file)
     }
 
-    /// Offers an uploaded file to devices of the tenant: every recipient must
-    /// accept files from the sending device (services may always send), or
-    /// nothing is created.
+    /// Offers `file` (as [`Self::sendable_file`] returned it for the caller and
+    /// `request.file_id`) to devices of the tenant: every recipient must accept
+    /// files from the sending device (services may always send), or nothing is
+    /// created.
     pub async fn send(
         &self,
         who: &Authenticated,
+        file: File,
         request: SendRequest,
     ) -> Result<Transfer, ApiError> {
-        let result = self.offer(who, request).await;
+        let result = self.offer(who, file, request).await;
         self.settle(who, result)
     }
 
-    async fn offer(&self, who: &Authenticated, request: SendRequest) -> Result<Transfer, ApiError> {
-        let file = self.owned_file(who, request.file_id).await?;
+    async fn offer(
+        &self,
+        who: &Authenticated,
+        file: File,
+        request: SendRequest,
+    ) -> Result<Transfer, ApiError> {
+        if file.id != request.file_id {
+            return Err(ApiError::internal(
+                "a transfer was asked for with another file than the one authorized",
+            ));
+        }
         let (from, from_service) = match &who.identity.principal {
             Principal::Device(d) => (Some(d.clone()), None),
             Principal::Service(s) => (None, Some(s.clone())),
