@@ -283,6 +283,14 @@ impl FileService {
     }
 }
 
+/// 409 `not_uploaded`: downloading or sending `file` needs it uploaded.
+fn not_uploaded(file: &File) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotUploaded,
+        format!("the file is {}, not uploaded", file.status),
+    )
+}
+
 fn principal_kind(identity: &Identity) -> &'static str {
     match identity.principal {
         Principal::Device(_) => "a device",

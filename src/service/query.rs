@@ -70,10 +70,7 @@ impl FileService {
     /// are made.
     pub(super) fn sign_file_download(&self, file: &File) -> Result<SignedRequest, ApiError> {
         if file.status != FileStatus::Uploaded {
-            return Err(ApiError::new(
-                ErrorCode::NotUploaded,
-                format!("the file is {}, not uploaded", file.status),
-            ));
+            return Err(not_uploaded(file));
         }
         let ttl = Duration::seconds(self.settings.uploads.download_url_ttl_secs as i64);
         let request = self

@@ -478,13 +478,6 @@ impl FileService {
     }
 }
 
-fn not_uploaded(file: &File) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotUploaded,
-        format!("the file is {}, not uploaded", file.status),
-    )
-}
-
 /// 409 for a change asked of a transfer that has ended.
 fn ended(transfer: &Transfer) -> ApiError {
     let state = if transfer.state.is_live() {
