@@ -480,6 +480,8 @@ impl FileService {
 
 /// 409 for a change asked of a transfer that has ended.
 fn ended(transfer: &Transfer) -> ApiError {
+    // Still live in the database: refused only because `expires_at` has passed
+    // and the reconciler has not recorded it yet.
     let state = if transfer.state.is_live() {
         TransferState::Expired
     } else {
