@@ -57,6 +57,52 @@ pub enum Command {
     Download(DownloadArgs),
     /// Ask a running valet whether it is alive (or ready); exit status 0 when it is.
     Health(HealthArgs),
+    /// Offer an uploaded file to other devices of the tenant.
+    Send(SendArgs),
+    /// List the transfers offered to this device, newest first (one JSON object a line).
+    Inbox(InboxArgs),
+    /// Download a transfer's file, check its SHA-256, then accept the transfer.
+    Receive(ReceiveArgs),
+}
+
+/// Arguments of `valet send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Id of the uploaded file to send.
+    pub file_id: String,
+    /// Receiving device (repeatable).
+    #[arg(long = "to", required = true)]
+    pub to: Vec<String>,
+    /// Lifetime of the transfer in seconds (default: valet's, 7 days).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub expires_in: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `valet inbox`.
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    /// Only transfers in which this device's state is this one.
+    #[arg(long, value_parser = ["offered", "received", "revoked", "expired"])]
+    pub state: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `valet receive`.
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Transfer id.
+    pub transfer_id: String,
+    /// Where to write the file (`<output>.part` while in flight).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Report resume decisions.
+    #[arg(long, short)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Arguments of `valet health`.
@@ -461,6 +507,31 @@ impl Cli {
                 if !status.is_success() {
                     bail!("{url} answered {status}");
                 }
+            }
+            Command::Send(args) => {
+                let client = ApiClient::new(&args.client.url, &args.client.token)?;
+                let transfer = client
+                    .send_file(&args.file_id, &args.to, args.expires_in)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&transfer)?);
+            }
+            Command::Inbox(args) => {
+                let client = ApiClient::new(&args.client.url, &args.client.token)?;
+                for transfer in client.inbox(args.state.as_deref()).await? {
+                    println!("{transfer}");
+                }
+            }
+            Command::Receive(args) => {
+                let client =
+                    ApiClient::new(&args.client.url, &args.client.token)?.verbose(args.verbose);
+                let transfer = client.receive(&args.transfer_id, &args.output).await?;
+                eprintln!(
+                    "received {} ({} bytes, sha256 {}) to {}",
+                    transfer["file"]["name"].as_str().unwrap_or_default(),
+                    transfer["file"]["size"],
+                    transfer["file"]["sha256"].as_str().unwrap_or_default(),
+                    args.output.display()
+                );
             }
             Command::Download(args) => {
                 let client =

@@ -55,6 +55,9 @@ pub enum ErrorCode {
     /// 403: a new file would exceed a quota (`limit` names it: `max_bytes`,
     /// `max_files`, `device_max_bytes` or `device_max_files`).
     QuotaExceeded,
+    /// 403: a recipient of a transfer does not accept files from the sender
+    /// (`refused` lists them); nothing was created.
+    TransferRefused,
     /// 429: the tenant or device made too many requests; `Retry-After` says when to
     /// try again.
     RateLimited,
@@ -71,7 +74,8 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden
             | ErrorCode::ClientCertificateRequired
-            | ErrorCode::QuotaExceeded => StatusCode::FORBIDDEN,
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::TransferRefused => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -117,6 +121,7 @@ impl ErrorCode {
             ErrorCode::PartMismatch => "part_mismatch",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::TransferRefused => "transfer_refused",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",

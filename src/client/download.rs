@@ -61,8 +61,23 @@ impl ApiClient {
     /// file appears at `output`; continues what an interrupted run left.
     pub async fn download(&self, id: &str, output: &Path) -> anyhow::Result<Value> {
         let file = self.get_file(id).await?;
-        let size = file["size"].as_u64().context("no size in the answer")?;
-        let sha256 = file["sha256"]
+        self.download_signed(&file, id, &format!("/v1/files/{id}/download"), output)
+            .await?;
+        Ok(file)
+    }
+
+    /// Downloads the file `declared` describes (its `size` and `sha256`; `id`
+    /// names it in the partial download's record) through the signed request
+    /// `sign_path` answers, as [`Self::download`] does.
+    pub(super) async fn download_signed(
+        &self,
+        declared: &Value,
+        id: &str,
+        sign_path: &str,
+        output: &Path,
+    ) -> anyhow::Result<()> {
+        let size = declared["size"].as_u64().context("no size in the answer")?;
+        let sha256 = declared["sha256"]
             .as_str()
             .context("no sha256 in the answer")?
             .to_ascii_lowercase();
@@ -72,11 +87,7 @@ impl ApiClient {
             sha256: &sha256,
         };
         let signed = self
-            .api(
-                self.http
-                    .get(self.url(&format!("/v1/files/{id}/download"))?),
-                "sign download",
-            )
+            .api(self.http.get(self.url(sign_path)?), "sign download")
             .await?;
         let part = beside(output, ".part")?;
         let record = beside(output, ".valet-download")?;
@@ -93,7 +104,7 @@ impl ApiClient {
                         format!("cannot rename {} to {}", part.display(), output.display())
                     })?;
                     let _ = tokio::fs::remove_file(&record).await;
-                    return Ok(file);
+                    return Ok(());
                 }
                 Attempt::Restart(why) => eprintln!("{why}: starting the download over"),
                 Attempt::Mismatch(why) if offset > 0 => {

@@ -1,10 +1,12 @@
-//! A device-side client of the v1 API, used by `valet upload` and `valet download`.
+//! A device-side client of the v1 API, used by `valet upload`, `valet download`,
+//! `valet send`, `valet inbox` and `valet receive`.
 //!
 //! - [`upload`]: hash, create, then one PUT or parts, complete, wait for verification;
 //! - [`multipart`]: parts hashed, signed in batches and sent in parallel;
 //! - [`resume`]: the state file that lets an interrupted upload continue;
 //! - [`download`]: a download into `<output>.part`, resumed with `Range`;
-//! - [`progress`]: what the user sees on stderr.
+//! - [`progress`]: what the user sees on stderr;
+//! - [`transfers`]: sending files to other devices, listing and receiving them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +21,7 @@ mod multipart;
 mod part_body;
 mod progress;
 mod resume;
+mod transfers;
 mod upload;
 
 /// Talks to one valet with one token.

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 
-use super::FileId;
+use super::{FileId, TransferId};
 
 /// A position in a listing (the files after it, newest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,17 +12,42 @@ pub struct Cursor(pub FileId);
 impl Cursor {
     /// The text a client sends back for the next page.
     pub fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{}", self.0))
+        encode("v1:", &self.0)
     }
 
     /// Reads a cursor this API returned; `None` for anything else.
     pub fn decode(text: &str) -> Option<Self> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        text.strip_prefix("v1:")?.parse().ok().map(Cursor)
+        decode("v1:", text).map(Cursor)
     }
+}
+
+/// A position in a listing of transfers (the transfers after it, newest first).
+/// Its own prefix keeps a file cursor from being taken for a transfer cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferCursor(pub TransferId);
+
+impl TransferCursor {
+    /// The text a client sends back for the next page.
+    pub fn encode(&self) -> String {
+        encode("t1:", &self.0)
+    }
+
+    /// Reads a cursor this API returned; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        decode("t1:", text).map(TransferCursor)
+    }
+}
+
+fn encode(prefix: &str, id: &impl std::fmt::Display) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{id}"))
+}
+
+fn decode<T: std::str::FromStr>(prefix: &str, text: &str) -> Option<T> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix(prefix)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -7,16 +7,21 @@ mod file;
 mod ids;
 mod parts;
 mod text;
+mod transfer;
 mod whole;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
 pub use completion::{Completed, Completion};
-pub use cursor::Cursor;
+pub use cursor::{Cursor, TransferCursor};
 pub use file::{
     declared_sha256_schema, object_key, sha256_schema, ContentType, File, FileMetadata, FileName,
     FileStatus, MAX_METADATA_BYTES,
 };
 pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
 pub use parts::{choose_part_size, PartPlan, PartSizeError};
+pub use transfer::{
+    AcceptFrom, Inbox, Recipient, Transfer, TransferId, TransferState, TransferredFile,
+    DEFAULT_TRANSFER_TTL_SECS, MAX_ACCEPT_FROM, MAX_RECIPIENTS, MAX_TRANSFER_TTL_SECS,
+};
 pub use valet_backends::{ObjectKey, Sha256};
 pub use whole::{optional_whole_number, whole_number};

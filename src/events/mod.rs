@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use uuid::Uuid;
 
-use crate::domain::File;
+use crate::domain::{DeviceId, File, Transfer};
 
 /// JSON Schema of the events valet publishes (served at `/schemas/file-event.json`).
 pub const FILE_EVENT_SCHEMA: &str = include_str!("file-event.schema.json");
+
+/// JSON Schema of transfer events (served at `/schemas/transfer-event.json`).
+pub const TRANSFER_EVENT_SCHEMA: &str = include_str!("transfer-event.schema.json");
 
 /// Namespace for event ids: `uuid5(NAMESPACE, "<file id>/<event>")`, so an event's
 /// id is the same however often it is produced, and consumers can dedupe on it.
@@ -102,18 +105,108 @@ pub fn file_event(
             fields.insert(location.field.into(), location.name.clone().into());
         }
     }
-    let event = EventBuilderV10::new()
+    outbox_event(
+        id,
+        kind.cloudevent_type(),
+        subject,
+        time,
+        context,
+        data,
+        None,
+    )
+}
+
+/// The CloudEvent as the outbox stores it, with the `transferid` extension
+/// attribute when `transfer_id` is given.
+fn outbox_event(
+    id: String,
+    event_type: String,
+    subject: String,
+    time: DateTime<Utc>,
+    context: &EventContext,
+    data: serde_json::Value,
+    transfer_id: Option<String>,
+) -> anyhow::Result<OutboxEvent> {
+    let mut builder = EventBuilderV10::new()
         .id(id.clone())
         .source(context.source.clone())
-        .ty(kind.cloudevent_type())
+        .ty(event_type.clone())
         .subject(subject)
         .time(time)
-        .data("application/json", data)
+        .data("application/json", data);
+    if let Some(transfer_id) = transfer_id {
+        builder = builder.extension("transferid", transfer_id);
+    }
+    let event = builder
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build event: {e}"))?;
     Ok(OutboxEvent {
         id,
-        event_type: kind.cloudevent_type(),
+        event_type,
         payload: serde_json::to_string(&event)?,
     })
+}
+
+/// The kinds of transfer event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEventKind {
+    /// A file was offered to the recipient.
+    Offered,
+    /// The recipient accepted it.
+    Received,
+    /// The sender or a service revoked it, or its file was deleted.
+    Revoked,
+    /// It expired.
+    Expired,
+}
+
+impl TransferEventKind {
+    /// Short name, used in ids and routing keys.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TransferEventKind::Offered => "offered",
+            TransferEventKind::Received => "received",
+            TransferEventKind::Revoked => "revoked",
+            TransferEventKind::Expired => "expired",
+        }
+    }
+
+    /// CloudEvents `type`.
+    pub fn cloudevent_type(&self) -> String {
+        format!("io.valet.transfer.{}", self.name())
+    }
+}
+
+/// Builds the event telling `recipient` that `transfer` was `kind` at `time`: one
+/// per recipient, each with the `transferid` extension attribute. Its id is
+/// `uuid5(NAMESPACE, "transfer/<transfer id>/<recipient>/<event>")`: stable, so
+/// redeliveries can be deduplicated. `data` is the transfer as the API returns it
+/// plus the `recipient` the event is for.
+pub fn transfer_event(
+    kind: TransferEventKind,
+    transfer: &Transfer,
+    recipient: &DeviceId,
+    context: &EventContext,
+    time: DateTime<Utc>,
+) -> anyhow::Result<OutboxEvent> {
+    let id = Uuid::new_v5(
+        &EVENT_ID_NAMESPACE,
+        format!("transfer/{}/{}/{}", transfer.id, recipient, kind.name()).as_bytes(),
+    )
+    .to_string();
+    let subject = format!("{}/{}/{}", transfer.tenant_id, recipient, transfer.id);
+    let mut data = serde_json::to_value(transfer)?;
+    if let Some(fields) = data.as_object_mut() {
+        fields.insert("tenant_id".into(), transfer.tenant_id.as_str().into());
+        fields.insert("recipient".into(), recipient.as_str().into());
+    }
+    outbox_event(
+        id,
+        kind.cloudevent_type(),
+        subject,
+        time,
+        context,
+        data,
+        Some(transfer.id.to_string()),
+    )
 }

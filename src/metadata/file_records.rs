@@ -7,9 +7,10 @@ use diesel::prelude::*;
 use super::db::DbConnection;
 use super::rows::FileRow;
 use super::schema::files;
+use super::transfers;
 use super::usage;
 use super::{now_micros, MetadataStore, StoreError};
-use crate::domain::{File, FileId, FileStatus, Root, TenantId};
+use crate::domain::{File, FileId, FileStatus, Root, TenantId, TransferState};
 use crate::events::EventKind;
 
 /// Result of a guarded status change.
@@ -89,7 +90,8 @@ impl MetadataStore {
     ) -> Result<Transition, StoreError> {
         let mut conn = self.conn()?;
         let id = id.to_string();
-        conn.transaction::<_, StoreError, _>(|conn| {
+        let mut revoked = Vec::new();
+        let transition = conn.transaction::<_, StoreError, _>(|conn| {
             // Read the current status after taking the row's write lock (the UPDATE
             // comes first), so the event matches the status actually left.
             let now = now_micros();
@@ -140,6 +142,11 @@ impl MetadataStore {
                         self.record_event(conn, kind, &file, now)?;
                     }
                     usage::on_transition(conn, &file, previous, to)?;
+                    if to == FileStatus::Deleted {
+                        // A deleted file can no longer be offered: its transfers end
+                        // with it, their events in the same transaction.
+                        revoked = transfers::revoke_for_file(conn, &self.events, &id, now)?;
+                    }
                     return Ok(Transition::Changed(file));
                 }
             }
@@ -148,7 +155,9 @@ impl MetadataStore {
                 Some(file) if file.status == to => Transition::Unchanged(file),
                 Some(file) => Transition::Conflict(file),
             })
-        })
+        })?;
+        transfers::count_reached(&revoked, TransferState::Revoked);
+        Ok(transition)
     }
 }
 

@@ -10,6 +10,7 @@ mod parts;
 mod reconcile;
 mod rows;
 mod schema;
+mod transfers;
 mod usage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,10 @@ pub use reconcile::{
 };
 use rows::NewOutboxRow;
 pub use rows::OutboxEntry;
+pub use transfers::{
+    AcceptTransfer, CreateTransfer, ExpireTransfers, GetInbox, GetTransfer, ListTransfers, Offer,
+    RevokeTransfer, SetInbox, TransferChange, TransferSide,
+};
 pub use usage::{GetUsage, QuotaLimit, QuotaLimits, Usage};
 
 /// Owns the database pool; run it in a `SyncArbiter` with one thread per connection.

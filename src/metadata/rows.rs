@@ -149,6 +149,6 @@ impl FileRow {
     }
 }
 
-fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+pub(super) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     DateTime::from_naive_utc_and_offset(t, Utc)
 }

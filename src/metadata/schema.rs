@@ -68,4 +68,48 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(files, outbox, file_parts, usage_counters);
+diesel::table! {
+    inboxes (tenant_id, device_id) {
+        tenant_id -> Text,
+        device_id -> Text,
+        accept_from -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    transfers (id) {
+        id -> Text,
+        tenant_id -> Text,
+        file_id -> Text,
+        sender_device -> Nullable<Text>,
+        sender_service -> Nullable<Text>,
+        state -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    transfer_recipients (transfer_id, device_id) {
+        transfer_id -> Text,
+        tenant_id -> Text,
+        device_id -> Text,
+        state -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(transfer_recipients -> transfers (transfer_id));
+diesel::joinable!(transfers -> files (file_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    files,
+    outbox,
+    file_parts,
+    usage_counters,
+    transfers,
+    transfer_recipients,
+    inboxes
+);

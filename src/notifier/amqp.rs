@@ -13,7 +13,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use super::routing::routing_key;
+use super::routing::routing_key_for;
 use super::sink::{Delivered, EventSink, PublishError, SinkError, SinkLink};
 use crate::configuration::AmqpSettings;
 use crate::metadata::OutboxEntry;
@@ -110,7 +110,11 @@ impl AmqpLink {
             .rsplit('.')
             .next()
             .unwrap_or(entry.event_type.as_str());
-        let key = routing_key(event, &entry.tenant_id, entry.device_id.as_deref());
+        let key = routing_key_for(
+            &entry.event_type,
+            &entry.tenant_id,
+            entry.device_id.as_deref(),
+        );
         let mut headers = FieldTable::default();
         headers.insert(
             "tenant".into(),

@@ -1,4 +1,5 @@
-//! Routing keys: `file.<event>.<tenant>.<device or "shared">`, with ids encoded so
+//! Routing keys: `file.<event>.<tenant>.<device or "shared">` for file events,
+//! `transfer.<event>.<tenant>.<recipient>` for transfer events, with ids encoded so
 //! that no id can add words or wildcards to the key.
 //!
 //! Encoding of a tenant or device id: ASCII letters, digits, `-` and `_` stay as
@@ -33,11 +34,28 @@ pub fn encode_segment(id: &str) -> String {
     encoded
 }
 
+/// The routing key of an outbox event of CloudEvents type `event_type`
+/// (`io.valet.<subject>.<event>`): `transfer.<event>.<tenant>.<recipient>` for
+/// transfer events, else [`routing_key`].
+pub fn routing_key_for(event_type: &str, tenant: &str, device: Option<&str>) -> String {
+    let event = event_type.rsplit('.').next().unwrap_or(event_type);
+    if event_type.starts_with("io.valet.transfer.") {
+        subject_key("transfer", event, tenant, device)
+    } else {
+        routing_key(event, tenant, device)
+    }
+}
+
 /// The routing key of an event about a file of `tenant` in `device`'s root
 /// (`None`: the tenant's shared root).
 pub fn routing_key(event: &str, tenant: &str, device: Option<&str>) -> String {
+    subject_key("file", event, tenant, device)
+}
+
+fn subject_key(subject: &str, event: &str, tenant: &str, device: Option<&str>) -> String {
     format!(
-        "file.{}.{}.{}",
+        "{}.{}.{}.{}",
+        subject,
         event,
         encode_segment(tenant),
         device.map_or_else(
@@ -76,6 +94,22 @@ mod tests {
         assert_eq!(
             routing_key("uploaded", "t", Some("shared")),
             "file.uploaded.t.%73hared"
+        );
+    }
+
+    #[test]
+    fn transfer_events_have_their_own_first_word() {
+        assert_eq!(
+            routing_key_for("io.valet.transfer.offered", "acme", Some("dev-9")),
+            "transfer.offered.acme.dev-9"
+        );
+        assert_eq!(
+            routing_key_for("io.valet.file.uploaded", "acme", Some("dev-9")),
+            "file.uploaded.acme.dev-9"
+        );
+        assert_eq!(
+            routing_key_for("io.valet.transfer.revoked", "a.b", Some("*")),
+            "transfer.revoked.a%2Eb.%2A"
         );
     }
 

@@ -8,7 +8,7 @@
 //! absent → `expired`. A file whose storage cannot be reached keeps its lease until
 //! it runs out, and is tried again on a later pass.
 //!
-//! It also sweeps tombstones: a file deleted or rejected while its upload URL was
+//! It also expires transfers past their `expires_at`, and sweeps tombstones: a file deleted or rejected while its upload URL was
 //! still valid has its key checked once that URL has expired (plus the grace
 //! period), and any object put there meanwhile is removed (see `service::orphans`).
 
@@ -97,6 +97,7 @@ pub async fn run_pass(service: &FileService) {
     // Files completed while no verifier ran (a restart, a failed attempt).
     while service.verify_claimed(None).await > 0 {}
     reconcile_overdue(service).await;
+    expire_transfers(service).await;
     sweep_tombstones(service).await;
     apply_retention(service).await;
     purge(service).await;
@@ -104,6 +105,26 @@ pub async fn run_pass(service: &FileService) {
     {
         let age = oldest.map_or(0.0, |t| (Utc::now() - t).num_milliseconds() as f64 / 1e3);
         metrics::set_pending_backlog(count, age.max(0.0));
+    }
+}
+
+/// Ends the transfers past their `expires_at` (their downloads already answer
+/// 404): state `expired`, one `io.valet.transfer.expired` event per recipient.
+pub async fn expire_transfers(service: &FileService) -> usize {
+    match service
+        .expire_transfers(service.settings().reconciler.batch_size)
+        .await
+    {
+        Ok(expired) => {
+            if expired > 0 {
+                tracing::info!(expired, "expired transfers");
+            }
+            expired
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot expire transfers now; retrying later");
+            0
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{files, health, objects, parts, storage_events};
+use super::{files, health, inboxes, objects, parts, storage_events, transfers};
 use crate::problem::{ErrorCode, Problem};
 use crate::service::CreateUpload;
 
@@ -23,6 +23,9 @@ use crate::service::CreateUpload;
         files::create_file, files::list_files, files::get_file, files::complete_file,
         files::download_file, files::delete_file, parts::sign_parts, parts::list_parts,
         super::usage::get_usage,
+        transfers::create_transfer, transfers::list_transfers, transfers::get_transfer,
+        transfers::download_transfer, transfers::accept_transfer, transfers::revoke_transfer,
+        inboxes::get_inbox, inboxes::put_inbox,
         objects::put_object, objects::get_object, objects::head_object,
         storage_events::storage_events,
         health::healthz, health::readyz, health::render_metrics,
@@ -37,10 +40,15 @@ use crate::service::CreateUpload;
         health::Health, crate::problem::Problem, crate::problem::ErrorCode,
         storage_events::EventsProcessed, storage_events::EventResult,
         storage_events::ValidationResponse,
+        crate::domain::Transfer, crate::domain::TransferState, crate::domain::Recipient,
+        crate::domain::TransferredFile, crate::domain::Inbox, crate::domain::AcceptFrom,
+        crate::service::SendRequest, crate::service::InboxRequest, crate::service::Direction,
+        transfers::CreatedTransfer, transfers::TransferList,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "files", description = "Uploads, downloads and file metadata"),
+        (name = "transfers", description = "Files offered by one device (or a service) to other devices of the tenant, and each device's inbox allow list"),
         (name = "local storage", description = "The local backend's data plane, authorized by URL signatures"),
         (name = "storage events", description = "Object-created notifications from storage, authenticated by a per-backend secret"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -194,7 +202,7 @@ fn camel_case_links(value: &mut serde_json::Value) {
 }
 
 /// Serves `description` (see [`served`]) at `/openapi.json`, the page at `/docs/`,
-/// and the event schema.
+/// and the event schemas.
 pub fn configure(cfg: &mut web::ServiceConfig, description: serde_json::Value) {
     cfg.service(web::resource("/docs").route(web::get().to(|| async {
         HttpResponse::PermanentRedirect()
@@ -206,6 +214,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, description: serde_json::Value) {
             HttpResponse::Ok()
                 .content_type("application/schema+json")
                 .body(crate::events::FILE_EVENT_SCHEMA)
+        })),
+    )
+    .service(
+        web::resource("/schemas/transfer-event.json").route(web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("application/schema+json")
+                .body(crate::events::TRANSFER_EVENT_SCHEMA)
         })),
     )
     .service(SwaggerUi::new("/docs/{_:.*}").external_url_unchecked("/openapi.json", description));

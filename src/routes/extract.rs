@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::caller;
 use crate::auth::Authenticated;
-use crate::domain::FileId;
+use crate::domain::{DeviceId, FileId, TransferId};
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 
@@ -87,6 +87,20 @@ impl FromRequest for JsonBody {
     }
 }
 
+/// The path segment `name`, read by `parse`; one it refuses is "not found"
+/// (`detail`): a path that names nothing this API has.
+fn path_segment<T>(
+    req: &HttpRequest,
+    name: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    detail: &'static str,
+) -> Result<T, ApiError> {
+    req.match_info()
+        .get(name)
+        .and_then(parse)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, detail))
+}
+
 /// The `{id}` of a `/v1/files/{id}…` path; one that is not a UUID is "not found".
 pub struct FileIdParam(pub FileId);
 
@@ -95,13 +109,15 @@ impl FromRequest for FileIdParam {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let id = req
-            .match_info()
-            .get("id")
-            .and_then(|raw| raw.parse().ok())
-            .map(FileIdParam)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such file (file ids are UUIDs)"));
-        ready(id)
+        ready(
+            path_segment(
+                req,
+                "id",
+                |raw| raw.parse().ok(),
+                "no such file (file ids are UUIDs)",
+            )
+            .map(FileIdParam),
+        )
     }
 }
 
@@ -128,5 +144,46 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> 
         deserializer
             .deserialize_map(ObjectOnly(std::marker::PhantomData))
             .map(JsonObject)
+    }
+}
+
+/// The `{id}` of a `/v1/transfers/{id}…` path; one that is not a UUID is "not found".
+pub struct TransferIdParam(pub TransferId);
+
+impl FromRequest for TransferIdParam {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            path_segment(
+                req,
+                "id",
+                |raw| raw.parse().ok(),
+                "no such transfer (transfer ids are UUIDs)",
+            )
+            .map(TransferIdParam),
+        )
+    }
+}
+
+/// The `{device}` of a `/v1/devices/{device}…` path; one that is not a device id
+/// is "not found".
+pub struct DeviceParam(pub DeviceId);
+
+impl FromRequest for DeviceParam {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            path_segment(
+                req,
+                "device",
+                |raw| DeviceId::parse(raw).ok(),
+                "no such device inbox",
+            )
+            .map(DeviceParam),
+        )
     }
 }

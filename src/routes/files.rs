@@ -289,12 +289,18 @@ pub async fn download_file(
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = service.download(&who, id).await?;
+    Ok(download_answer(signed, &params))
+}
+
+/// The answer to a signed download: the request as JSON, or with `redirect=true`
+/// a 307 to its URL.
+pub fn download_answer(signed: SignedRequest, params: &DownloadParams) -> HttpResponse {
     if params.redirect.unwrap_or(false) {
-        return Ok(HttpResponse::TemporaryRedirect()
+        return HttpResponse::TemporaryRedirect()
             .insert_header((header::LOCATION, signed.url))
-            .finish());
+            .finish();
     }
-    Ok(HttpResponse::Ok().json(SignedRequestBody::from(signed)))
+    HttpResponse::Ok().json(SignedRequestBody::from(signed))
 }
 
 problem_responses!(

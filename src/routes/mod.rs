@@ -5,9 +5,11 @@ mod docs;
 mod extract;
 mod files;
 mod health;
+mod inboxes;
 mod objects;
 mod parts;
 mod storage_events;
+mod transfers;
 mod usage;
 
 pub use docs::served as api_description;
@@ -40,6 +42,8 @@ pub fn configure(
     .app_data(web::QueryConfig::default().error_handler(query_error))
     .app_data(web::PathConfig::default().error_handler(path_error))
     .configure(files::configure)
+    .configure(transfers::configure)
+    .configure(inboxes::configure)
     .configure(usage::configure)
     .configure(objects::configure)
     .configure(storage_events::configure)

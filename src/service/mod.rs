@@ -2,7 +2,7 @@
 //! `create` (declare a file, sign its upload), `complete` (verify the stored object:
 //! `complete`, storage events, the reconciler), `query` (get, download, list),
 //! `remove` (delete, retention, expiry), `orphans` (objects stored after their file
-//! ended). HTTP handlers and every
+//! ended), `transfers` (inboxes and transfers between devices). HTTP handlers and every
 //! other entry point (CLI, storage events, reconciler) go through here, so every
 //! path applies the same checks and transitions.
 
@@ -12,11 +12,13 @@ mod orphans;
 mod parts;
 mod query;
 mod remove;
+mod transfers;
 mod usage;
 
 pub use create::{CreateUpload, NamedRoot, Upload};
 pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
 pub use query::ListRequest;
+pub use transfers::{Direction, InboxRequest, SendRequest, TransferListRequest};
 pub use usage::{DeviceUsage, UsagePage, UsageReport, UsageRequest};
 
 use futures_util::StreamExt;
@@ -58,6 +60,31 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
         )));
     }
     Ok(limit)
+}
+
+/// The position a listing's `cursor` names, read by `decode`: `None` without a
+/// cursor, 400 for text this API did not return.
+fn page_cursor<T>(
+    cursor: Option<&str>,
+    decode: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    cursor
+        .map(|text| {
+            decode(text)
+                .ok_or_else(|| ApiError::invalid("cursor is not a cursor returned by this API"))
+        })
+        .transpose()
+}
+
+/// Cuts a listing fetched with one row more than `limit` to `limit` rows; the
+/// cursor of its last row (by `cursor`) when there is a next page.
+fn cut_page<T>(rows: &mut Vec<T>, limit: i64, cursor: impl FnOnce(&T) -> String) -> Option<String> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor)
+    } else {
+        None
+    }
 }
 
 /// Storage calls a background job keeps in flight at once (stat, delete).
@@ -254,6 +281,14 @@ impl FileService {
         };
         metrics::record_file_operation(operation, file.tenant_id.as_str(), device);
     }
+}
+
+/// 409 `not_uploaded`: downloading or sending `file` needs it uploaded.
+fn not_uploaded(file: &File) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotUploaded,
+        format!("the file is {}, not uploaded", file.status),
+    )
 }
 
 fn principal_kind(identity: &Identity) -> &'static str {

@@ -21,7 +21,7 @@ pub struct ListRequest {
 }
 
 /// The schema of `limit`: what [`FileService::list`] accepts.
-fn page_size_schema() -> utoipa::openapi::schema::Object {
+pub(super) fn page_size_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::Integer)
         .minimum(Some(1))
@@ -62,11 +62,15 @@ impl FileService {
         id: FileId,
     ) -> Result<SignedRequest, ApiError> {
         let file = self.visible_file(who, id, Operation::Read).await?;
+        self.sign_file_download(&file)
+    }
+
+    /// Signs a download of `file`, which the caller was found to be allowed to
+    /// read (its own file, or one transferred to it): the one place download URLs
+    /// are made.
+    pub(super) fn sign_file_download(&self, file: &File) -> Result<SignedRequest, ApiError> {
         if file.status != FileStatus::Uploaded {
-            return Err(ApiError::new(
-                ErrorCode::NotUploaded,
-                format!("the file is {}, not uploaded", file.status),
-            ));
+            return Err(not_uploaded(file));
         }
         let ttl = Duration::seconds(self.settings.uploads.download_url_ttl_secs as i64);
         let request = self
@@ -81,7 +85,7 @@ impl FileService {
                 },
             )
             .map_err(ApiError::from)?;
-        self.record_operation("download", &file);
+        self.record_operation("download", file);
         Ok(request)
     }
 
@@ -94,13 +98,9 @@ impl FileService {
     async fn list_page(&self, who: &Authenticated, request: ListRequest) -> Result<Page, ApiError> {
         let identity = &who.identity;
         let limit = page_limit(request.limit)?;
-        let before =
-            match request.cursor.as_deref() {
-                None => None,
-                Some(text) => Some(Cursor::decode(text).map(|c| c.0).ok_or_else(|| {
-                    ApiError::invalid("cursor is not a cursor returned by this API")
-                })?),
-            };
+        let before = page_cursor(request.cursor.as_deref(), |text| {
+            Cursor::decode(text).map(|c| c.0)
+        })?;
         let root = match (request.device_id, request.shared.unwrap_or(false)) {
             (Some(_), true) => {
                 return Err(ApiError::invalid(
@@ -131,12 +131,7 @@ impl FileService {
                 limit: limit + 1,
             })
             .await?;
-        let next_cursor = if files.len() as i64 > limit {
-            files.truncate(limit as usize);
-            files.last().map(|f| Cursor(f.id).encode())
-        } else {
-            None
-        };
+        let next_cursor = cut_page(&mut files, limit, |f| Cursor(f.id).encode());
         Ok(Page { files, next_cursor })
     }
 }

@@ -83,13 +83,7 @@ impl FileService {
     ) -> Result<UsagePage, ApiError> {
         let identity = &who.identity;
         let limit = page_limit(request.limit)?;
-        let after =
-            match request.cursor.as_deref() {
-                None => None,
-                Some(text) => Some(DeviceId::parse(text).map_err(|_| {
-                    ApiError::invalid("cursor is not a cursor returned by this API")
-                })?),
-            };
+        let after = page_cursor(request.cursor.as_deref(), |text| DeviceId::parse(text).ok())?;
         let device = match &identity.principal {
             Principal::Device(me) => Some(me.clone()),
             Principal::Service(_) => None,
@@ -114,12 +108,7 @@ impl FileService {
                 limit: limit + 1,
             })
             .await?;
-        let next_cursor = if devices.len() as i64 > limit {
-            devices.truncate(limit as usize);
-            devices.last().map(|(id, _)| id.as_str().to_owned())
-        } else {
-            None
-        };
+        let next_cursor = cut_page(&mut devices, limit, |(id, _)| id.as_str().to_owned());
         let policy = self.policies.for_tenant(&identity.tenant);
         Ok(UsagePage {
             tenant: report(tenant, policy.max_bytes, policy.max_files),

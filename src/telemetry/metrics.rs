@@ -68,6 +68,12 @@ pub fn record_file_operation(operation: &'static str, tenant: &str, device: Opti
     }
 }
 
+/// One transfer of `tenant` reaching `state` (`offered`, `revoked`, `expired`;
+/// `received`: one recipient accepting): the transfers by state per tenant.
+pub fn record_transfer(state: &'static str, tenant: &str) {
+    counter!("valet_transfers_total", "state" => state, "tenant" => tenant.to_owned()).increment(1);
+}
+
 /// Database pool state after a checkout, and how long the checkout waited.
 pub fn record_pool(state: r2d2::State, max_size: u32, waited: Duration) {
     let idle = f64::from(state.idle_connections);

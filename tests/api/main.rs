@@ -25,3 +25,4 @@ mod postgres;
 mod ranges;
 mod reconciler;
 mod storage_events;
+mod transfers;

@@ -2,7 +2,7 @@
 //! its own temporary working directory (so the default `./valet-data` is private to
 //! the test) and, where a server is needed, spawns `valet serve` on a free port.
 //! Covered: configuration checks, keys and tokens, the client commands, graceful
-//! shutdown on signals, the event relay, and uploads in parts and
+//! shutdown on signals, the event relay, transfers between devices, and uploads in parts and
 //! downloads resumed after the client was killed.
 
 mod client;
@@ -20,3 +20,4 @@ mod signals;
 mod tokens;
 #[path = "../support/topic_consumer.rs"]
 mod topic_consumer;
+mod transfers;

@@ -1,0 +1,3 @@
+DROP TABLE transfer_recipients;
+DROP TABLE transfers;
+DROP TABLE inboxes;
