@@ -6,8 +6,11 @@
 //! code runs: 400, 431 or 408 with an empty body. [`ProblemStream`] wraps each
 //! connection and replaces exactly those answers, as they are written, with the
 //! same status and an RFC 9457 problem document, so every answer valet gives is a
-//! documented problem. Nothing is parsed on the way in: the only cost on a normal
-//! response is a look at the first bytes of each write.
+//! documented problem. Nothing is parsed on the way in, and only a connection's first
+//! answer is looked at: a later write may be part of a body (a downloaded file may
+//! hold any bytes), so it always passes as it is. The codec answers 408 only before
+//! a first request, and a malformed request after earlier ones on a keep-alive
+//! connection keeps the codec's bare 400.
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +24,8 @@ use crate::problem::{ApiError, ErrorCode};
 /// A connection whose codec-made error answers are rewritten as problem documents.
 pub struct ProblemStream<T> {
     io: T,
+    /// Nothing has been written yet: the next write starts the first answer.
+    fresh: bool,
     /// A replacement answer still being written, and how much of it is written.
     replacement: Option<(&'static [u8], usize)>,
 }
@@ -30,6 +35,7 @@ impl<T> ProblemStream<T> {
     pub fn new(io: T) -> Self {
         Self {
             io,
+            fresh: true,
             replacement: None,
         }
     }
@@ -76,17 +82,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemStream<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_replacement(cx))?;
-        if let Some(answer) = replacement_for(buf) {
-            // The codec's answer is taken whole (it is written alone, before the
-            // connection closes); what of ours cannot be written now is written on
-            // the next write, flush or shutdown.
-            this.replacement = Some((answer, 0));
-            if let Poll::Ready(Err(e)) = this.poll_replacement(cx) {
-                return Poll::Ready(Err(e));
+        if this.fresh {
+            if let Some(answer) = replacement_for(buf) {
+                // The codec's answer is taken whole (it is written alone, before the
+                // connection closes); what of ours cannot be written now is written
+                // on the next write, flush or shutdown.
+                this.fresh = false;
+                this.replacement = Some((answer, 0));
+                if let Poll::Ready(Err(e)) = this.poll_replacement(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(buf.len()));
             }
-            return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        let written = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        this.fresh &= written == 0;
+        Poll::Ready(Ok(written))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -194,6 +205,32 @@ mod tests {
         assert!(replacement_for(timeout).is_some());
         let large = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
         assert!(replacement_for(large).is_some());
+    }
+
+    const BARE_400: &[u8] =
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+    async fn written_through(writes: &[&[u8]]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut stream = ProblemStream::new(ours);
+        for write in writes {
+            stream.write_all(write).await.unwrap_or_default();
+        }
+        stream.shutdown().await.unwrap_or_default();
+        let mut seen = Vec::new();
+        theirs.read_to_end(&mut seen).await.unwrap_or_default();
+        seen
+    }
+
+    #[tokio::test]
+    async fn only_the_first_answer_of_a_connection_is_rewritten() {
+        let first = written_through(&[BARE_400]).await;
+        assert_eq!(first, codec_answers().bad_request);
+        // Later writes may be body bytes that happen to look like the codec's answer.
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 66\r\n\r\n";
+        let later = written_through(&[head, BARE_400]).await;
+        assert_eq!(later, [head.as_slice(), BARE_400].concat());
     }
 
     #[test]

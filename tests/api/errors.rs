@@ -411,3 +411,16 @@ async fn a_request_head_that_never_arrives_is_a_408_problem() {
     assert_eq!(content_type, "application/problem+json");
     assert_eq!(problem["code"], "request_timeout");
 }
+
+#[actix_web::test]
+async fn a_file_holding_the_parsers_own_answer_downloads_unchanged() {
+    // The rewrite of the parser's answers must never touch a body.
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let file = app.upload(&token, bytes, json!({})).await;
+    let id = file["id"].as_str().expect("id");
+    for _ in 0..5 {
+        assert_eq!(app.fetch(&token, id).await, bytes);
+    }
+}
