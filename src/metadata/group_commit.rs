@@ -16,7 +16,7 @@ use super::rows::FileRow;
 use super::schema::files;
 use super::usage::{self, QuotaLimits};
 use super::{connection, Schema, StoreError};
-use crate::domain::File;
+use crate::domain::{BatchId, File};
 use crate::telemetry::metrics;
 
 /// Most rows one transaction takes (well under both databases' bind-parameter limits).
@@ -27,6 +27,8 @@ const MAX_WRITERS: usize = 16;
 
 struct Job {
     file: File,
+    /// The batch the file joins (`None` for almost every file).
+    batch: Option<BatchId>,
     limits: QuotaLimits,
     reply: oneshot::Sender<Result<File, StoreError>>,
 }
@@ -57,10 +59,21 @@ impl GroupCommit {
     /// Records a new pending file, reserving its room within `limits`; answers once
     /// its row is committed (or with the quota it would break).
     pub async fn insert(&self, file: File, limits: QuotaLimits) -> Result<File, StoreError> {
+        self.insert_in(file, None, limits).await
+    }
+
+    /// [`Self::insert`], the file joining `batch` when given.
+    pub async fn insert_in(
+        &self,
+        file: File,
+        batch: Option<BatchId>,
+        limits: QuotaLimits,
+    ) -> Result<File, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job {
                 file,
+                batch,
                 limits,
                 reply,
             })
@@ -128,7 +141,10 @@ fn insert_group(
         .iter()
         .zip(&reservation.outcomes)
         .filter(|(_, outcome)| outcome.is_ok())
-        .map(|(job, _)| FileRow::from_file(&job.file))
+        .map(|(job, _)| FileRow {
+            batch_id: job.batch.map(|b| b.to_string()),
+            ..FileRow::from_file(&job.file)
+        })
         .collect();
     if !rows.is_empty() {
         insert_rows(conn, rows)?;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::domain::{choose_part_size, PartPlan};
+use crate::domain::{choose_part_size, BatchId, PartPlan};
 
 /// Body of `POST /v1/files`, parsed into domain types as it is deserialized; the
 /// size limit (configuration), the part size (the backend's limits) and the target
@@ -39,6 +39,10 @@ pub struct CreateUpload {
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "crate::domain::optional_whole_number")]
     pub part_size: Option<u64>,
+    /// Create the file in this open batch (its root must be the batch's): it is
+    /// announced, and listed to others, only when the batch is committed.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub batch_id: Option<BatchId>,
 }
 
 /// The root an upload body names, read on its own so that the caller is authorized
@@ -145,6 +149,11 @@ impl FileService {
             content_type.as_str(),
         )?;
 
+        // Only a file joining a batch pays for reading it.
+        if let Some(batch) = request.batch_id {
+            self.joinable_batch(who, batch, &root).await?;
+        }
+
         let id = FileId::new();
         let now = now_micros();
         let uploads = &self.settings.uploads;
@@ -213,7 +222,11 @@ impl FileService {
             }
         };
         let quotas = TenantPolicies::quotas(&policy);
-        let file = match self.writes.insert(file.clone(), quotas).await {
+        let file = match self
+            .writes
+            .insert_in(file.clone(), request.batch_id, quotas)
+            .await
+        {
             Ok(file) => file,
             Err(e) => {
                 if let StoreError::QuotaExceeded(limit) = &e {
@@ -253,7 +266,7 @@ impl FileService {
 }
 
 /// The root an upload goes to: a device's own, or (services only) the one named.
-fn target_root(
+pub(super) fn target_root(
     identity: &Identity,
     device_id: Option<DeviceId>,
     shared: Option<bool>,

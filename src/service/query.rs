@@ -129,6 +129,7 @@ impl FileService {
                 status: request.status,
                 before,
                 limit: limit + 1,
+                viewer: crate::domain::principal_key(&identity.principal),
             })
             .await?;
         let next_cursor = cut_page(&mut files, limit, |f| Cursor(f.id).encode());
