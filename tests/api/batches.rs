@@ -550,7 +550,7 @@ async fn two_instances_committing_one_batch_record_one_set_of_events() {
                 .iter()
                 .filter(|e| e.event_type == "io.valet.file.uploaded")
                 .count(),
-            5 * (round as usize + 1),
+            5 * (round + 1),
             "round {round}"
         );
     }
