@@ -446,6 +446,7 @@ async fn the_reconciler_expires_open_batches_and_deletes_their_objects() {
         broker.configure(s, BROKER);
         s.reconciler.interval_secs = 1;
         s.reconciler.grace_secs = 0;
+        s.uploads.upload_url_ttl_secs = 2;
     })
     .await;
     let device = app.device_token("acme", "dev-1");
@@ -454,6 +455,11 @@ async fn the_reconciler_expires_open_batches_and_deletes_their_objects() {
             .await,
     );
     let kept = id_of(&app.create_batch_ok(&device, json!({})).await);
+    // Never uploaded: it expires while its batch is open, unannounced.
+    let never = app
+        .create_ok(&device, &body_of(32), json!({"batch_id": kept}))
+        .await;
+    let never = id_of(&never["file"]);
     let file = id_of(
         &app.upload(&device, &body_of(64), json!({"batch_id": batch}))
             .await,
@@ -509,6 +515,8 @@ async fn the_reconciler_expires_open_batches_and_deletes_their_objects() {
         .await
         .expect("batch");
     assert_eq!(open["state"], "open", "not yet due");
+    app.wait_for_file(&device, &never, |f| f["status"] == "expired")
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(files.received().is_empty(), "{:?}", files.received());
     assert_eq!(batches.received().len(), 1);
