@@ -35,7 +35,7 @@ use db::{DbConnection, DbPool};
 pub use file_records::{
     GetFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded, MarkVerifying, Transition,
 };
-pub use group_commit::GroupCommit;
+pub use group_commit::{GroupCommit, InsertError};
 pub use outbox::{
     ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,
 };

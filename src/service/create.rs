@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::domain::{choose_part_size, BatchId, PartPlan};
+use crate::metadata::InsertError;
 
 /// Body of `POST /v1/files`, parsed into domain types as it is deserialized; the
 /// size limit (configuration), the part size (the backend's limits) and the target
@@ -228,7 +229,14 @@ impl FileService {
             .await
         {
             Ok(file) => file,
-            Err(e) => {
+            Err(InsertError::BatchClosed) => {
+                self.abort_parts(&file).await;
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "the batch is no longer open",
+                ));
+            }
+            Err(InsertError::Store(e)) => {
                 if let StoreError::QuotaExceeded(limit) = &e {
                     crate::policy::record_quota_rejection(&identity.tenant, limit.as_str());
                 }

@@ -795,3 +795,50 @@ async fn the_api_description_covers_every_batch_operation() {
     assert!(schemas["CreateBatchBody"].is_object());
     assert!(schemas["CreateFileBody"]["properties"]["batch_id"].is_object());
 }
+
+#[actix_web::test]
+async fn a_file_created_while_its_batch_is_committed_is_either_in_it_or_refused() {
+    let app = spawn_app_on_postgres(|_| {}).await;
+    let second = app.spawn_another_instance().await;
+    let device = app.device_token("acme", "dev-1");
+    for round in 0..6 {
+        let batch = id_of(&app.create_batch_ok(&device, json!({})).await);
+        app.upload(&device, &body_of(10 + round), json!({"batch_id": batch}))
+            .await;
+        let bytes = body_of(100 + round);
+        let body = json!({
+            "name": "late.bin",
+            "size": bytes.len(),
+            "sha256": crate::helpers::sha256_hex(&bytes),
+            "batch_id": batch,
+        });
+        let commit = app
+            .client
+            .post(app.url(&format!("/v1/batches/{batch}/commit")))
+            .bearer_auth(&device)
+            .send();
+        let create = app
+            .client
+            .post(format!("{second}/v1/files"))
+            .bearer_auth(&device)
+            .json(&body)
+            .send();
+        let (commit, create) = tokio::join!(commit, create);
+        let (commit, create) = (commit.expect("commit"), create.expect("create"));
+        match (commit.status().as_u16(), create.status().as_u16()) {
+            // The commit went first: the late file is refused.
+            (200, 409) => {
+                assert_problem(create, 409, "conflict").await;
+                let committed: Value = commit.json().await.expect("batch");
+                assert_eq!(committed["files"].as_array().expect("files").len(), 1);
+            }
+            // The file went first: the commit sees it, not uploaded.
+            (409, 201) => {
+                let created: Value = create.json().await.expect("created");
+                let problem = assert_problem(commit, 409, "batch_incomplete").await;
+                assert_eq!(problem["files"], json!([created["file"]["id"]]));
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
