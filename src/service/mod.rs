@@ -2,7 +2,8 @@
 //! `create` (declare a file, sign its upload), `complete` (verify the stored object:
 //! `complete`, storage events, the reconciler), `query` (get, download, list),
 //! `remove` (delete, retention, expiry), `orphans` (objects stored after their file
-//! ended), `batches` (files announced together on commit), `transfers` (inboxes and transfers between devices). HTTP handlers and every
+//! ended), `transfers` (inboxes and transfers between devices), `batches` (files
+//! announced together when their batch is committed). HTTP handlers and every
 //! other entry point (CLI, storage events, reconciler) go through here, so every
 //! path applies the same checks and transitions.
 
