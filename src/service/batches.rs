@@ -4,7 +4,6 @@
 //! batch's event and then every file's `uploaded` event. Abandoning (or expiry)
 //! deletes the files through the files' own deletion path.
 
-use super::create::target_root;
 use super::*;
 use crate::domain::{
     principal_key, Batch, BatchCursor, BatchId, BatchState, DEFAULT_BATCH_TTL_SECS,
@@ -82,16 +81,7 @@ impl FileService {
         request: CreateBatchRequest,
     ) -> Result<Batch, ApiError> {
         let identity = &who.identity;
-        let root = target_root(identity, request.device_id, request.shared)?;
-        let decision = identity.may(Operation::Write, &identity.tenant, &root);
-        self.authorize(
-            who,
-            Operation::Write,
-            &root.resource(&identity.tenant),
-            decision,
-            None,
-            || ApiError::new(ErrorCode::NotFound, "no such device root"),
-        )?;
+        let root = self.writable_root(who, request.device_id, request.shared)?;
         let ttl = request.expires_in_secs.unwrap_or(DEFAULT_BATCH_TTL_SECS);
         if !(1..=MAX_BATCH_TTL_SECS).contains(&ttl) {
             return Err(ApiError::invalid(format!(
@@ -198,26 +188,7 @@ impl FileService {
         let before = page_cursor(request.cursor.as_deref(), |text| {
             BatchCursor::decode(text).map(|c| c.0)
         })?;
-        let root = match (request.device_id, request.shared.unwrap_or(false)) {
-            (Some(_), true) => {
-                return Err(ApiError::invalid(
-                    "give either device_id or shared=true, not both",
-                ))
-            }
-            (Some(device), false) => Some(Root::Device(device)),
-            (None, true) => Some(Root::Shared),
-            (None, false) => identity.own_root(),
-        };
-        let (resource, decision) = match &root {
-            Some(root) => (
-                root.resource(&identity.tenant),
-                identity.may(Operation::List, &identity.tenant, root),
-            ),
-            None => (identity.tenant.to_string(), Decision::Allow),
-        };
-        self.authorize(who, Operation::List, &resource, decision, None, || {
-            ApiError::new(ErrorCode::NotFound, "no such device root")
-        })?;
+        let root = self.listing_root(who, request.device_id, request.shared)?;
         let mut batches = self
             .ask(ListBatches {
                 tenant: identity.tenant.clone(),

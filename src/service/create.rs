@@ -113,13 +113,16 @@ impl FileService {
         self.settle(who, result)
     }
 
-    async fn create_upload(
+    /// The root a new record goes to (a device's own, or the one a service names),
+    /// once the caller is authorized to write there; another device's is "not found".
+    pub(super) fn writable_root(
         &self,
         who: &Authenticated,
-        request: CreateUpload,
-    ) -> Result<(File, Upload), ApiError> {
+        device_id: Option<DeviceId>,
+        shared: Option<bool>,
+    ) -> Result<Root, ApiError> {
         let identity = &who.identity;
-        let root = target_root(identity, request.device_id, request.shared)?;
+        let root = target_root(identity, device_id, shared)?;
         let decision = identity.may(Operation::Write, &identity.tenant, &root);
         self.authorize(
             who,
@@ -129,6 +132,16 @@ impl FileService {
             None,
             || ApiError::new(ErrorCode::NotFound, "no such device root"),
         )?;
+        Ok(root)
+    }
+
+    async fn create_upload(
+        &self,
+        who: &Authenticated,
+        request: CreateUpload,
+    ) -> Result<(File, Upload), ApiError> {
+        let identity = &who.identity;
+        let root = self.writable_root(who, request.device_id, request.shared)?;
         if request.size == 0 {
             return Err(ApiError::invalid("size must be at least 1 byte"));
         }
@@ -274,7 +287,7 @@ impl FileService {
 }
 
 /// The root an upload goes to: a device's own, or (services only) the one named.
-pub(super) fn target_root(
+fn target_root(
     identity: &Identity,
     device_id: Option<DeviceId>,
     shared: Option<bool>,
