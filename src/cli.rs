@@ -218,8 +218,13 @@ pub struct ClientArgs {
 /// Arguments of `valet upload`.
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// File to upload.
+    /// File to upload (with `--batch`: a directory).
     pub file: PathBuf,
+    /// Upload every regular file of the directory into a new batch and commit it,
+    /// so they are announced together (`--name` and `--metadata` then describe the
+    /// batch); a failed upload abandons the batch.
+    #[arg(long)]
+    pub batch: bool,
     /// Name to record (default: the file's name).
     #[arg(long)]
     pub name: Option<String>,
@@ -473,20 +478,21 @@ impl Cli {
             Command::Upload(args) => {
                 let client =
                     ApiClient::new(&args.client.url, &args.client.token)?.verbose(args.verbose);
-                let file = client
-                    .upload(
-                        &args.file,
-                        UploadOptions {
-                            name: args.name,
-                            content_type: args.content_type,
-                            metadata: args.metadata.into_iter().collect(),
-                            device_id: args.device_id,
-                            shared: args.shared,
-                            part_size: args.part_size,
-                            parallel: usize::from(args.parallel),
-                        },
-                    )
-                    .await?;
+                let options = UploadOptions {
+                    name: args.name,
+                    content_type: args.content_type,
+                    metadata: args.metadata.into_iter().collect(),
+                    device_id: args.device_id,
+                    shared: args.shared,
+                    part_size: args.part_size,
+                    parallel: usize::from(args.parallel),
+                    batch_id: None,
+                };
+                let file = if args.batch {
+                    client.upload_batch(&args.file, options).await?
+                } else {
+                    client.upload(&args.file, options).await?
+                };
                 println!("{}", serde_json::to_string_pretty(&file)?);
             }
             Command::Health(args) => {

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     InvalidPart,
     /// 409: completion was asked for with parts missing (`missing_parts` lists them).
     UploadIncomplete,
+    /// 409: a batch was committed with files not uploaded (`files` lists them).
+    BatchIncomplete,
     /// 422: a stored part has the wrong length for its position, or other bytes
     /// than declared; the file is `rejected`.
     PartMismatch,
@@ -83,7 +85,8 @@ impl ErrorCode {
             ErrorCode::Conflict
             | ErrorCode::UploadMissing
             | ErrorCode::NotUploaded
-            | ErrorCode::UploadIncomplete => StatusCode::CONFLICT,
+            | ErrorCode::UploadIncomplete
+            | ErrorCode::BatchIncomplete => StatusCode::CONFLICT,
             ErrorCode::InvalidPart => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -118,6 +121,7 @@ impl ErrorCode {
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
             ErrorCode::InvalidPart => "invalid_part",
             ErrorCode::UploadIncomplete => "upload_incomplete",
+            ErrorCode::BatchIncomplete => "batch_incomplete",
             ErrorCode::PartMismatch => "part_mismatch",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::QuotaExceeded => "quota_exceeded",

@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::Digest;
 use tokio::io::AsyncReadExt;
 
+mod batch;
 mod download;
 mod multipart;
 mod part_body;
@@ -33,7 +34,7 @@ pub struct ApiClient {
 }
 
 /// What `valet upload` records besides the bytes, and how it sends them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UploadOptions {
     /// Name (default: the file's name).
     pub name: Option<String>,
@@ -49,6 +50,8 @@ pub struct UploadOptions {
     pub part_size: Option<u64>,
     /// Parts sent at once (at least 1).
     pub parallel: usize,
+    /// Create the file in this open batch.
+    pub batch_id: Option<String>,
 }
 
 impl Default for UploadOptions {
@@ -61,6 +64,7 @@ impl Default for UploadOptions {
             shared: false,
             part_size: None,
             parallel: 4,
+            batch_id: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 /// Suffix of the state file's name.
-const SUFFIX: &str = ".valet-upload";
+pub(super) const SUFFIX: &str = ".valet-upload";
 /// Version of the state file's format.
 const VERSION: u32 = 1;
 

@@ -60,7 +60,8 @@ impl ApiClient {
         self.upload_new(path, &state_path, &input, options).await
     }
 
-    async fn upload_new(
+    /// Starts a new upload of `path` (whatever state file it has).
+    pub(super) async fn upload_new(
         &self,
         path: &Path,
         state_path: &Path,
@@ -93,6 +94,9 @@ impl ApiClient {
         }
         if let Some(part_size) = options.part_size {
             body["part_size"] = json!(part_size);
+        }
+        if let Some(batch) = &options.batch_id {
+            body["batch_id"] = json!(batch);
         }
         let created = self
             .api(

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 
-use super::{FileId, TransferId};
+use super::{BatchId, FileId, TransferId};
 
 /// A position in a listing (the files after it, newest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,22 @@ impl TransferCursor {
     /// Reads a cursor this API returned; `None` for anything else.
     pub fn decode(text: &str) -> Option<Self> {
         decode("t1:", text).map(TransferCursor)
+    }
+}
+
+/// A position in a listing of batches (the batches after it, newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCursor(pub BatchId);
+
+impl BatchCursor {
+    /// The text a client sends back for the next page.
+    pub fn encode(&self) -> String {
+        encode("b1:", &self.0)
+    }
+
+    /// Reads a cursor this API returned; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        decode("b1:", text).map(BatchCursor)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The types valet's logic works with, parsed and validated at the edge.
 
 mod access;
+mod batch;
 mod completion;
 mod cursor;
 mod file;
@@ -11,8 +12,12 @@ mod transfer;
 mod whole;
 
 pub use access::{Decision, Identity, Operation, Principal, Root};
+pub use batch::{
+    principal_key, Batch, BatchId, BatchState, DEFAULT_BATCH_TTL_SECS, MAX_BATCH_FILES,
+    MAX_BATCH_TTL_SECS,
+};
 pub use completion::{Completed, Completion};
-pub use cursor::{Cursor, TransferCursor};
+pub use cursor::{BatchCursor, Cursor, TransferCursor};
 pub use file::{
     declared_sha256_schema, object_key, sha256_schema, ContentType, File, FileMetadata, FileName,
     FileStatus, MAX_METADATA_BYTES,

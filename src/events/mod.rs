@@ -7,13 +7,16 @@ use chrono::{DateTime, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use uuid::Uuid;
 
-use crate::domain::{DeviceId, File, Transfer};
+use crate::domain::{Batch, DeviceId, File, Transfer};
 
 /// JSON Schema of the events valet publishes (served at `/schemas/file-event.json`).
 pub const FILE_EVENT_SCHEMA: &str = include_str!("file-event.schema.json");
 
 /// JSON Schema of transfer events (served at `/schemas/transfer-event.json`).
 pub const TRANSFER_EVENT_SCHEMA: &str = include_str!("transfer-event.schema.json");
+
+/// JSON Schema of batch events (served at `/schemas/batch-event.json`).
+pub const BATCH_EVENT_SCHEMA: &str = include_str!("batch-event.schema.json");
 
 /// Namespace for event ids: `uuid5(NAMESPACE, "<file id>/<event>")`, so an event's
 /// id is the same however often it is produced, and consumers can dedupe on it.
@@ -116,8 +119,8 @@ pub fn file_event(
     )
 }
 
-/// The CloudEvent as the outbox stores it, with the `transferid` extension
-/// attribute when `transfer_id` is given.
+/// The CloudEvent as the outbox stores it, with one extension attribute (name,
+/// value) when given (`transferid`, `batchid`).
 fn outbox_event(
     id: String,
     event_type: String,
@@ -125,7 +128,7 @@ fn outbox_event(
     time: DateTime<Utc>,
     context: &EventContext,
     data: serde_json::Value,
-    transfer_id: Option<String>,
+    extension: Option<(&'static str, String)>,
 ) -> anyhow::Result<OutboxEvent> {
     let mut builder = EventBuilderV10::new()
         .id(id.clone())
@@ -134,8 +137,8 @@ fn outbox_event(
         .subject(subject)
         .time(time)
         .data("application/json", data);
-    if let Some(transfer_id) = transfer_id {
-        builder = builder.extension("transferid", transfer_id);
+    if let Some((name, value)) = extension {
+        builder = builder.extension(name, value);
     }
     let event = builder
         .build()
@@ -207,6 +210,63 @@ pub fn transfer_event(
         time,
         context,
         data,
-        Some(transfer.id.to_string()),
+        Some(("transferid", transfer.id.to_string())),
+    )
+}
+
+/// The kinds of batch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEventKind {
+    /// A batch was committed; its files' `uploaded` events follow it.
+    Committed,
+    /// An open batch passed its `expires_at`; its files were deleted.
+    Expired,
+}
+
+impl BatchEventKind {
+    /// Short name, used in ids and routing keys.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BatchEventKind::Committed => "committed",
+            BatchEventKind::Expired => "expired",
+        }
+    }
+
+    /// CloudEvents `type`.
+    pub fn cloudevent_type(&self) -> String {
+        format!("io.valet.batch.{}", self.name())
+    }
+}
+
+/// Builds the event reporting `kind` for `batch` at `time`, with the `batchid`
+/// extension attribute. Its id is `uuid5(NAMESPACE, "batch/<batch id>/<event>")`:
+/// stable, so redeliveries can be deduplicated. `data` is the batch as the API
+/// returns it, with its files.
+pub fn batch_event(
+    kind: BatchEventKind,
+    batch: &Batch,
+    context: &EventContext,
+    time: DateTime<Utc>,
+) -> anyhow::Result<OutboxEvent> {
+    let id = Uuid::new_v5(
+        &EVENT_ID_NAMESPACE,
+        format!("batch/{}/{}", batch.id, kind.name()).as_bytes(),
+    )
+    .to_string();
+    let subject = format!(
+        "{}/{}/{}",
+        batch.tenant_id,
+        batch.device_id.as_ref().map_or("shared", |d| d.as_str()),
+        batch.id
+    );
+    let data = serde_json::to_value(batch)?;
+    outbox_event(
+        id,
+        kind.cloudevent_type(),
+        subject,
+        time,
+        context,
+        data,
+        Some(("batchid", batch.id.to_string())),
     )
 }

@@ -2,8 +2,11 @@
 //! that record their event in the same transaction.
 
 use actix::{Handler, Message};
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
 
+use super::batches;
 use super::db::DbConnection;
 use super::rows::FileRow;
 use super::schema::files;
@@ -45,6 +48,9 @@ pub struct ListFiles {
     pub before: Option<FileId>,
     /// Page size.
     pub limit: i64,
+    /// The caller (`device:<id>` or `service:<name>`): files of open batches are
+    /// listed only to the principal that opened the batch.
+    pub viewer: String,
 }
 
 /// `pending` → `verifying` (no event: nothing is decided yet).
@@ -69,12 +75,26 @@ pub struct MarkDeleted(pub FileId);
 
 /// Reads one file record inside whatever transaction `conn` is in.
 pub(super) fn load(conn: &mut DbConnection, id: &str) -> Result<Option<File>, StoreError> {
+    Ok(load_in_batch(conn, id)?.map(|(file, _)| file))
+}
+
+/// Reads one file record and the batch it belongs to, if any.
+fn load_in_batch(
+    conn: &mut DbConnection,
+    id: &str,
+) -> Result<Option<(File, Option<String>)>, StoreError> {
     let row = files::table
         .filter(files::id.eq(id))
         .select(FileRow::as_select())
         .first(conn)
         .optional()?;
-    Ok(row.map(FileRow::into_file).transpose()?)
+    match row {
+        None => Ok(None),
+        Some(mut row) => {
+            let batch = row.batch_id.take();
+            Ok(Some((row.into_file()?, batch)))
+        }
+    }
 }
 
 impl MetadataStore {
@@ -135,10 +155,17 @@ impl MetadataStore {
                         .set(files::sweep_after.eq(files::upload_expires_at.nullable()))
                         .execute(conn)?;
                     }
-                    let file = load(conn, &id)?.ok_or_else(|| {
+                    let (file, batch) = load_in_batch(conn, &id)?.ok_or_else(|| {
                         StoreError::Internal(format!("file {id} vanished inside a transaction"))
                     })?;
-                    if let Some(kind) = event(previous) {
+                    // A file of a batch not (yet) committed was never announced:
+                    // its events are the batch's commit to record. Only files in a
+                    // batch pay this read.
+                    let announced = match &batch {
+                        None => true,
+                        Some(batch) => batches::announces(conn, batch)?,
+                    };
+                    if let Some(kind) = event(previous).filter(|_| announced) {
                         self.record_event(conn, kind, &file, now)?;
                     }
                     usage::on_transition(conn, &file, previous, to)?;
@@ -196,7 +223,18 @@ impl Handler<ListFiles> for MetadataStore {
                 if let Some(before) = msg.before {
                     query = query.filter(files::id.lt(before.to_string()));
                 }
-                query
+                // Files of an open batch are the opener's alone until the commit
+                // (an abandoned batch's are being deleted); a file outside any
+                // batch stops at `batch_id IS NULL`.
+                query.filter(
+                    sql::<Bool>(
+                        "(files.batch_id IS NULL OR NOT EXISTS (SELECT 1 FROM batches b \
+                         WHERE b.id = files.batch_id AND (b.state = 'abandoned' \
+                         OR (b.state = 'open' AND b.created_by <> ",
+                    )
+                    .bind::<Text, _>(msg.viewer.clone())
+                    .sql("))))"),
+                )
             }};
         }
         let rows: Vec<FileRow> = match &mut *conn {

@@ -5,6 +5,7 @@
 //! result: when a group fails for a reason other than an outage, its rows are
 //! retried one by one so one bad row cannot fail its neighbours.
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -13,10 +14,10 @@ use tokio::sync::oneshot;
 
 use super::db::{DbConnection, DbPool};
 use super::rows::FileRow;
-use super::schema::files;
+use super::schema::{batches, files};
 use super::usage::{self, QuotaLimits};
 use super::{connection, Schema, StoreError};
-use crate::domain::File;
+use crate::domain::{BatchId, BatchState, File};
 use crate::telemetry::metrics;
 
 /// Most rows one transaction takes (well under both databases' bind-parameter limits).
@@ -27,8 +28,32 @@ const MAX_WRITERS: usize = 16;
 
 struct Job {
     file: File,
+    /// The batch the file joins (`None` for almost every file).
+    batch: Option<BatchId>,
     limits: QuotaLimits,
-    reply: oneshot::Sender<Result<File, StoreError>>,
+    reply: oneshot::Sender<Result<File, InsertError>>,
+}
+
+/// Why a new record was not inserted.
+#[derive(Debug, Clone)]
+pub enum InsertError {
+    /// The batch it was to join is no longer open (checked in the inserting
+    /// transaction, so a concurrent commit either sees the file or refuses it).
+    BatchClosed,
+    /// Anything else.
+    Store(StoreError),
+}
+
+impl From<StoreError> for InsertError {
+    fn from(e: StoreError) -> Self {
+        InsertError::Store(e)
+    }
+}
+
+/// Why one job of a group was refused while its neighbours were inserted.
+enum Refusal {
+    Quota(usage::QuotaLimit),
+    BatchClosed,
 }
 
 /// The writer threads' queue of new records; cheap to clone.
@@ -57,10 +82,27 @@ impl GroupCommit {
     /// Records a new pending file, reserving its room within `limits`; answers once
     /// its row is committed (or with the quota it would break).
     pub async fn insert(&self, file: File, limits: QuotaLimits) -> Result<File, StoreError> {
+        self.insert_in(file, None, limits)
+            .await
+            .map_err(|e| match e {
+                InsertError::Store(e) => e,
+                // Only a file joining a batch can meet a closed one.
+                InsertError::BatchClosed => StoreError::Internal("no batch was named".into()),
+            })
+    }
+
+    /// [`Self::insert`], the file joining `batch` when given.
+    pub async fn insert_in(
+        &self,
+        file: File,
+        batch: Option<BatchId>,
+        limits: QuotaLimits,
+    ) -> Result<File, InsertError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job {
                 file,
+                batch,
                 limits,
                 reply,
             })
@@ -115,33 +157,90 @@ fn commit(pool: &DbPool, schema: &Schema, shard: i16, group: Vec<Job>) {
     }
 }
 
-/// Reserves the group's room and inserts the rows that fit, in one transaction;
-/// per job, `None` when inserted or the quota it would break.
+/// Reserves the group's room and inserts the rows that fit (and whose batch, if
+/// any, is open), in one transaction; per job, `None` when inserted or why not.
 fn insert_group(
     conn: &mut DbConnection,
     shard: i16,
     group: &[Job],
-) -> Result<Vec<Option<usage::QuotaLimit>>, StoreError> {
-    let files: Vec<(&File, QuotaLimits)> = group.iter().map(|j| (&j.file, j.limits)).collect();
+) -> Result<Vec<Option<Refusal>>, StoreError> {
+    let closed = closed_batches(conn, group)?;
+    let joins = |job: &Job| job.batch.is_none_or(|b| !closed.contains(&b));
+    let admitted: Vec<&Job> = group.iter().filter(|job| joins(job)).collect();
+    let files: Vec<(&File, QuotaLimits)> = admitted.iter().map(|j| (&j.file, j.limits)).collect();
     let reservation = usage::reserve(conn, &files)?;
-    let rows: Vec<FileRow> = group
+    let rows: Vec<FileRow> = admitted
         .iter()
         .zip(&reservation.outcomes)
         .filter(|(_, outcome)| outcome.is_ok())
-        .map(|(job, _)| FileRow::from_file(&job.file))
+        .map(|(job, _)| FileRow {
+            batch_id: job.batch.map(|b| b.to_string()),
+            ..FileRow::from_file(&job.file)
+        })
         .collect();
     if !rows.is_empty() {
         insert_rows(conn, rows)?;
         reservation.record(conn, shard)?;
     }
-    Ok(reservation.outcomes.into_iter().map(Result::err).collect())
+    let mut reserved = reservation.outcomes.into_iter();
+    let mut outcomes = Vec::with_capacity(group.len());
+    for job in group {
+        if !joins(job) {
+            outcomes.push(Some(Refusal::BatchClosed));
+            continue;
+        }
+        match reserved.next() {
+            Some(Ok(())) => outcomes.push(None),
+            Some(Err(limit)) => outcomes.push(Some(Refusal::Quota(limit))),
+            None => {
+                return Err(StoreError::Internal(
+                    "the reservation answered fewer files than it was given".into(),
+                ))
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
-fn answer(group: Vec<Job>, outcomes: Vec<Option<usage::QuotaLimit>>) {
+/// The batches named by the group that are not open. On PostgreSQL their rows are
+/// share-locked until the group commits, so a commit of one of them (which
+/// updates the row first) waits for the new file and then sees it, or goes first
+/// and the file is refused; SQLite runs one writer at a time.
+fn closed_batches(conn: &mut DbConnection, group: &[Job]) -> Result<HashSet<BatchId>, StoreError> {
+    let named: Vec<String> = group
+        .iter()
+        .filter_map(|job| job.batch.map(|b| b.to_string()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if named.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let query = batches::table
+        .filter(batches::id.eq_any(&named))
+        .select((batches::id, batches::state));
+    let found: Vec<(String, String)> = match conn {
+        DbConnection::Postgresql(c) => query.for_share().load(c)?,
+        DbConnection::Sqlite(c) => query.load(c)?,
+    };
+    let open: HashSet<&str> = found
+        .iter()
+        .filter(|(_, state)| state == BatchState::Open.as_str())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    Ok(named
+        .iter()
+        .filter(|id| !open.contains(id.as_str()))
+        .filter_map(|id| id.parse().ok())
+        .collect())
+}
+
+fn answer(group: Vec<Job>, outcomes: Vec<Option<Refusal>>) {
     for (job, refused) in group.into_iter().zip(outcomes) {
         let result = match refused {
             None => Ok(job.file),
-            Some(limit) => Err(StoreError::QuotaExceeded(limit)),
+            Some(Refusal::Quota(limit)) => Err(StoreError::QuotaExceeded(limit).into()),
+            Some(Refusal::BatchClosed) => Err(InsertError::BatchClosed),
         };
         let _ = job.reply.send(result);
     }
@@ -149,7 +248,7 @@ fn answer(group: Vec<Job>, outcomes: Vec<Option<usage::QuotaLimit>>) {
 
 fn answer_all(group: Vec<Job>, error: &StoreError) {
     for job in group {
-        let _ = job.reply.send(Err(error.clone()));
+        let _ = job.reply.send(Err(InsertError::Store(error.clone())));
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `MetadataStore` actor: file records and the event outbox, in Postgres or
 //! SQLite through diesel, on a pool of dedicated threads (diesel is blocking).
 
+mod batches;
 mod cache_invalidations;
 pub mod db;
 mod file_records;
@@ -25,12 +26,16 @@ use diesel::result::Error as DieselError;
 use crate::domain::File;
 use crate::events::{file_event, EventContext, EventKind};
 use crate::telemetry::metrics;
+pub use batches::{
+    AbandonBatch, BatchChange, CommitBatch, CreateBatch, DueBatches, GetBatch, GetBatchForJoin,
+    ListBatches,
+};
 pub use cache_invalidations::{CacheInvalidations, RequestCacheInvalidation};
 use db::{DbConnection, DbPool};
 pub use file_records::{
     GetFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded, MarkVerifying, Transition,
 };
-pub use group_commit::GroupCommit;
+pub use group_commit::{GroupCommit, InsertError};
 pub use outbox::{
     ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,
 };

@@ -168,9 +168,18 @@ impl Handler<ExpireMany> for MetadataStore {
                     .get_results(sqlite)?,
             };
             let mut expired = Vec::with_capacity(rows.len());
-            for row in rows {
+            for mut row in rows {
+                let batch = row.batch_id.take();
                 let file = row.into_file()?;
-                self.record_event(conn, EventKind::Expired, &file, now)?;
+                // A file of a batch not yet committed was never announced, so
+                // neither is its expiry; only files in a batch pay this read.
+                let announced = match &batch {
+                    None => true,
+                    Some(batch) => super::batches::announces(conn, batch)?,
+                };
+                if announced {
+                    self.record_event(conn, EventKind::Expired, &file, now)?;
+                }
                 super::usage::on_transition(conn, &file, FileStatus::Pending, FileStatus::Expired)?;
                 expired.push(file);
             }

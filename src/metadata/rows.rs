@@ -29,6 +29,7 @@ pub(super) struct FileRow {
     pub upload_expires_at: NaiveDateTime,
     pub part_size: Option<i64>,
     pub multipart_upload_id: Option<String>,
+    pub batch_id: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -104,6 +105,7 @@ impl FileRow {
                 .as_ref()
                 .map(|p| i64::try_from(p.part_size).unwrap_or(i64::MAX)),
             multipart_upload_id: file.parts.as_ref().map(|p| p.upload_id.as_str().to_owned()),
+            batch_id: None,
         }
     }
 

@@ -21,6 +21,7 @@ diesel::table! {
         part_size -> Nullable<BigInt>,
         multipart_upload_id -> Nullable<Text>,
         sweep_after -> Nullable<Timestamp>,
+        batch_id -> Nullable<Text>,
     }
 }
 
@@ -101,6 +102,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    batches (id) {
+        id -> Text,
+        tenant_id -> Text,
+        device_id -> Nullable<Text>,
+        created_by -> Text,
+        name -> Nullable<Text>,
+        metadata -> Text,
+        state -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        committed_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(transfer_recipients -> transfers (transfer_id));
 diesel::joinable!(transfers -> files (file_id));
 
@@ -111,5 +128,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_counters,
     transfers,
     transfer_recipients,
-    inboxes
+    inboxes,
+    batches
 );

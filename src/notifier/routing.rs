@@ -1,5 +1,6 @@
 //! Routing keys: `file.<event>.<tenant>.<device or "shared">` for file events,
-//! `transfer.<event>.<tenant>.<recipient>` for transfer events, with ids encoded so
+//! `transfer.<event>.<tenant>.<recipient>` for transfer events,
+//! `batch.<event>.<tenant>.<device or "shared">` for batch events, with ids encoded so
 //! that no id can add words or wildcards to the key.
 //!
 //! Encoding of a tenant or device id: ASCII letters, digits, `-` and `_` stay as
@@ -36,11 +37,14 @@ pub fn encode_segment(id: &str) -> String {
 
 /// The routing key of an outbox event of CloudEvents type `event_type`
 /// (`io.valet.<subject>.<event>`): `transfer.<event>.<tenant>.<recipient>` for
-/// transfer events, else [`routing_key`].
+/// transfer events, `batch.<event>.<tenant>.<device or "shared">` for batch events,
+/// else [`routing_key`].
 pub fn routing_key_for(event_type: &str, tenant: &str, device: Option<&str>) -> String {
     let event = event_type.rsplit('.').next().unwrap_or(event_type);
     if event_type.starts_with("io.valet.transfer.") {
         subject_key("transfer", event, tenant, device)
+    } else if event_type.starts_with("io.valet.batch.") {
+        subject_key("batch", event, tenant, device)
     } else {
         routing_key(event, tenant, device)
     }
@@ -110,6 +114,18 @@ mod tests {
         assert_eq!(
             routing_key_for("io.valet.transfer.revoked", "a.b", Some("*")),
             "transfer.revoked.a%2Eb.%2A"
+        );
+    }
+
+    #[test]
+    fn batch_events_have_their_own_first_word() {
+        assert_eq!(
+            routing_key_for("io.valet.batch.committed", "acme", Some("dev-9")),
+            "batch.committed.acme.dev-9"
+        );
+        assert_eq!(
+            routing_key_for("io.valet.batch.expired", "acme", None),
+            "batch.expired.acme.shared"
         );
     }
 

@@ -98,6 +98,7 @@ pub async fn run_pass(service: &FileService) {
     while service.verify_claimed(None).await > 0 {}
     reconcile_overdue(service).await;
     expire_transfers(service).await;
+    expire_batches(service).await;
     sweep_tombstones(service).await;
     apply_retention(service).await;
     purge(service).await;
@@ -123,6 +124,26 @@ pub async fn expire_transfers(service: &FileService) -> usize {
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot expire transfers now; retrying later");
+            0
+        }
+    }
+}
+
+/// Abandons the open batches past their `expires_at`: their files and objects are
+/// deleted, and one `io.valet.batch.expired` event is recorded per batch.
+pub async fn expire_batches(service: &FileService) -> usize {
+    match service
+        .expire_batches(service.settings().reconciler.batch_size)
+        .await
+    {
+        Ok(expired) => {
+            if expired > 0 {
+                tracing::info!(expired, "expired batches");
+            }
+            expired
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot expire batches now; retrying later");
             0
         }
     }

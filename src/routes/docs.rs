@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{files, health, inboxes, objects, parts, storage_events, transfers};
+use super::{batches, files, health, inboxes, objects, parts, storage_events, transfers};
 use crate::problem::{ErrorCode, Problem};
 use crate::service::CreateUpload;
 
@@ -26,6 +26,8 @@ use crate::service::CreateUpload;
         transfers::create_transfer, transfers::list_transfers, transfers::get_transfer,
         transfers::download_transfer, transfers::accept_transfer, transfers::revoke_transfer,
         inboxes::get_inbox, inboxes::put_inbox,
+        batches::create_batch, batches::list_batches, batches::get_batch,
+        batches::commit_batch, batches::abandon_batch,
         objects::put_object, objects::get_object, objects::head_object,
         storage_events::storage_events,
         health::healthz, health::readyz, health::render_metrics,
@@ -44,11 +46,14 @@ use crate::service::CreateUpload;
         crate::domain::TransferredFile, crate::domain::Inbox, crate::domain::AcceptFrom,
         crate::service::SendRequest, crate::service::InboxRequest, crate::service::Direction,
         transfers::CreatedTransfer, transfers::TransferList,
+        crate::domain::Batch, crate::domain::BatchState, crate::service::CreateBatchRequest,
+        batches::BatchList,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "files", description = "Uploads, downloads and file metadata"),
         (name = "transfers", description = "Files offered by one device (or a service) to other devices of the tenant, and each device's inbox allow list"),
+        (name = "batches", description = "Many files delivered as one: uploaded into an open batch, announced together when it is committed"),
         (name = "local storage", description = "The local backend's data plane, authorized by URL signatures"),
         (name = "storage events", description = "Object-created notifications from storage, authenticated by a per-backend secret"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -221,6 +226,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, description: serde_json::Value) {
             HttpResponse::Ok()
                 .content_type("application/schema+json")
                 .body(crate::events::TRANSFER_EVENT_SCHEMA)
+        })),
+    )
+    .service(
+        web::resource("/schemas/batch-event.json").route(web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("application/schema+json")
+                .body(crate::events::BATCH_EVENT_SCHEMA)
         })),
     )
     .service(SwaggerUi::new("/docs/{_:.*}").external_url_unchecked("/openapi.json", description));

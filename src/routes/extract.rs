@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::caller;
 use crate::auth::Authenticated;
-use crate::domain::{DeviceId, FileId, TransferId};
+use crate::domain::{BatchId, DeviceId, FileId, TransferId};
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 
@@ -163,6 +163,26 @@ impl FromRequest for TransferIdParam {
                 "no such transfer (transfer ids are UUIDs)",
             )
             .map(TransferIdParam),
+        )
+    }
+}
+
+/// The `{id}` of a `/v1/batches/{id}…` path; one that is not a UUID is "not found".
+pub struct BatchIdParam(pub BatchId);
+
+impl FromRequest for BatchIdParam {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            path_segment(
+                req,
+                "id",
+                |raw| raw.parse().ok(),
+                "no such batch (batch ids are UUIDs)",
+            )
+            .map(BatchIdParam),
         )
     }
 }

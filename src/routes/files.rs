@@ -136,7 +136,9 @@ problem_responses!(
     /// The problems `POST /v1/files` answers with.
     CreateFileProblems: InvalidRequest => "a missing, unknown or invalid field; `device_id` \
             with `shared=true`; a service token naming no root; a part size the storage \
-            backend cannot take",
+            backend cannot take; a root other than the `batch_id`'s",
+        NotFound => "`batch_id` names no batch, or another root's or tenant's batch",
+        Conflict => "the `batch_id`'s batch is not open, or holds 10,000 files already",
         Unauthenticated,
         Forbidden | ClientCertificateRequired => "the token's checks refuse writing there, \
             whatever the body holds; a device naming another root",

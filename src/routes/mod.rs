@@ -1,5 +1,6 @@
 //! HTTP routes: the v1 API, the local store's data plane, and operations endpoints.
 
+mod batches;
 mod byte_ranges;
 mod docs;
 mod extract;
@@ -43,6 +44,7 @@ pub fn configure(
     .app_data(web::PathConfig::default().error_handler(path_error))
     .configure(files::configure)
     .configure(transfers::configure)
+    .configure(batches::configure)
     .configure(inboxes::configure)
     .configure(usage::configure)
     .configure(objects::configure)

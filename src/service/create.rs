@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::domain::{choose_part_size, PartPlan};
+use crate::domain::{choose_part_size, BatchId, PartPlan};
+use crate::metadata::InsertError;
 
 /// Body of `POST /v1/files`, parsed into domain types as it is deserialized; the
 /// size limit (configuration), the part size (the backend's limits) and the target
@@ -39,6 +40,10 @@ pub struct CreateUpload {
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "crate::domain::optional_whole_number")]
     pub part_size: Option<u64>,
+    /// Create the file in this open batch (its root must be the batch's): it is
+    /// announced, and listed to others, only when the batch is committed.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub batch_id: Option<BatchId>,
 }
 
 /// The root an upload body names, read on its own so that the caller is authorized
@@ -108,13 +113,16 @@ impl FileService {
         self.settle(who, result)
     }
 
-    async fn create_upload(
+    /// The root a new record goes to (a device's own, or the one a service names),
+    /// once the caller is authorized to write there; another device's is "not found".
+    pub(super) fn writable_root(
         &self,
         who: &Authenticated,
-        request: CreateUpload,
-    ) -> Result<(File, Upload), ApiError> {
+        device_id: Option<DeviceId>,
+        shared: Option<bool>,
+    ) -> Result<Root, ApiError> {
         let identity = &who.identity;
-        let root = target_root(identity, request.device_id, request.shared)?;
+        let root = target_root(identity, device_id, shared)?;
         let decision = identity.may(Operation::Write, &identity.tenant, &root);
         self.authorize(
             who,
@@ -124,6 +132,16 @@ impl FileService {
             None,
             || ApiError::new(ErrorCode::NotFound, "no such device root"),
         )?;
+        Ok(root)
+    }
+
+    async fn create_upload(
+        &self,
+        who: &Authenticated,
+        request: CreateUpload,
+    ) -> Result<(File, Upload), ApiError> {
+        let identity = &who.identity;
+        let root = self.writable_root(who, request.device_id, request.shared)?;
         if request.size == 0 {
             return Err(ApiError::invalid("size must be at least 1 byte"));
         }
@@ -144,6 +162,11 @@ impl FileService {
             request.size,
             content_type.as_str(),
         )?;
+
+        // Only a file joining a batch pays for reading it.
+        if let Some(batch) = request.batch_id {
+            self.joinable_batch(who, batch, &root).await?;
+        }
 
         let id = FileId::new();
         let now = now_micros();
@@ -213,9 +236,20 @@ impl FileService {
             }
         };
         let quotas = TenantPolicies::quotas(&policy);
-        let file = match self.writes.insert(file.clone(), quotas).await {
+        let file = match self
+            .writes
+            .insert_in(file.clone(), request.batch_id, quotas)
+            .await
+        {
             Ok(file) => file,
-            Err(e) => {
+            Err(InsertError::BatchClosed) => {
+                self.abort_parts(&file).await;
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "the batch is no longer open",
+                ));
+            }
+            Err(InsertError::Store(e)) => {
                 if let StoreError::QuotaExceeded(limit) = &e {
                     crate::policy::record_quota_rejection(&identity.tenant, limit.as_str());
                 }

@@ -2,10 +2,12 @@
 //! `create` (declare a file, sign its upload), `complete` (verify the stored object:
 //! `complete`, storage events, the reconciler), `query` (get, download, list),
 //! `remove` (delete, retention, expiry), `orphans` (objects stored after their file
-//! ended), `transfers` (inboxes and transfers between devices). HTTP handlers and every
+//! ended), `transfers` (inboxes and transfers between devices), `batches` (files
+//! announced together when their batch is committed). HTTP handlers and every
 //! other entry point (CLI, storage events, reconciler) go through here, so every
 //! path applies the same checks and transitions.
 
+mod batches;
 mod complete;
 mod create;
 mod orphans;
@@ -15,6 +17,7 @@ mod remove;
 mod transfers;
 mod usage;
 
+pub use batches::{BatchListRequest, CreateBatchRequest};
 pub use create::{CreateUpload, NamedRoot, Upload};
 pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
 pub use query::ListRequest;

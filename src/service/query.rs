@@ -40,6 +40,40 @@ pub struct Page {
 }
 
 impl FileService {
+    /// The root a listing names (`device_id` or `shared=true`; by default a
+    /// device's own root, a service's whole tenant: `None`), once the caller is
+    /// authorized to list there; another device's root is "not found".
+    pub(super) fn listing_root(
+        &self,
+        who: &Authenticated,
+        device_id: Option<DeviceId>,
+        shared: Option<bool>,
+    ) -> Result<Option<Root>, ApiError> {
+        let identity = &who.identity;
+        let root = match (device_id, shared.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(ApiError::invalid(
+                    "give either device_id or shared=true, not both",
+                ))
+            }
+            (Some(device), false) => Some(Root::Device(device)),
+            (None, true) => Some(Root::Shared),
+            (None, false) => identity.own_root(),
+        };
+        let (resource, decision) = match &root {
+            Some(root) => (
+                root.resource(&identity.tenant),
+                identity.may(Operation::List, &identity.tenant, root),
+            ),
+            // Only services list a whole tenant (devices always have a root here).
+            None => (identity.tenant.to_string(), Decision::Allow),
+        };
+        self.authorize(who, Operation::List, &resource, decision, None, || {
+            ApiError::new(ErrorCode::NotFound, "no such device root")
+        })?;
+        Ok(root)
+    }
+
     /// A file's metadata.
     pub async fn get(&self, who: &Authenticated, id: FileId) -> Result<File, ApiError> {
         let result = self.visible_file(who, id, Operation::Read).await;
@@ -101,27 +135,7 @@ impl FileService {
         let before = page_cursor(request.cursor.as_deref(), |text| {
             Cursor::decode(text).map(|c| c.0)
         })?;
-        let root = match (request.device_id, request.shared.unwrap_or(false)) {
-            (Some(_), true) => {
-                return Err(ApiError::invalid(
-                    "give either device_id or shared=true, not both",
-                ))
-            }
-            (Some(device), false) => Some(Root::Device(device)),
-            (None, true) => Some(Root::Shared),
-            (None, false) => identity.own_root(),
-        };
-        let (resource, decision) = match &root {
-            Some(root) => (
-                root.resource(&identity.tenant),
-                identity.may(Operation::List, &identity.tenant, root),
-            ),
-            // Only services list a whole tenant (devices always have a root here).
-            None => (identity.tenant.to_string(), Decision::Allow),
-        };
-        self.authorize(who, Operation::List, &resource, decision, None, || {
-            ApiError::new(ErrorCode::NotFound, "no such device root")
-        })?;
+        let root = self.listing_root(who, request.device_id, request.shared)?;
         let mut files = self
             .ask(ListFiles {
                 tenant: identity.tenant.clone(),
@@ -129,6 +143,7 @@ impl FileService {
                 status: request.status,
                 before,
                 limit: limit + 1,
+                viewer: crate::domain::principal_key(&identity.principal),
             })
             .await?;
         let next_cursor = cut_page(&mut files, limit, |f| Cursor(f.id).encode());

@@ -68,6 +68,12 @@ pub fn record_file_operation(operation: &'static str, tenant: &str, device: Opti
     }
 }
 
+/// One batch of `tenant` reaching `state` (`open`: created, `committed`,
+/// `abandoned`): the batches by state per tenant.
+pub fn record_batch(state: &'static str, tenant: &str) {
+    counter!("valet_batches_total", "state" => state, "tenant" => tenant.to_owned()).increment(1);
+}
+
 /// One transfer of `tenant` reaching `state` (`offered`, `revoked`, `expired`;
 /// `received`: one recipient accepting): the transfers by state per tenant.
 pub fn record_transfer(state: &'static str, tenant: &str) {

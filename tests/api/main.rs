@@ -3,6 +3,7 @@
 
 mod amqp;
 mod auth;
+mod batches;
 mod cache;
 mod cloud;
 mod conformance;

@@ -5,6 +5,7 @@
 //! shutdown on signals, the event relay, transfers between devices, and uploads in parts and
 //! downloads resumed after the client was killed.
 
+mod batches;
 mod client;
 mod config;
 mod helpers;
