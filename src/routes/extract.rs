@@ -101,25 +101,41 @@ fn path_segment<T>(
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, detail))
 }
 
-/// The `{id}` of a `/v1/files/{id}…` path; one that is not a UUID is "not found".
-pub struct FileIdParam(pub FileId);
+/// Declares the extractor of the `{id}` segment of a resource's path: an id that
+/// is not a UUID names nothing, so it is "not found".
+macro_rules! uuid_path_param {
+    ($(#[$doc:meta])* $name:ident($id:ty), $detail:literal) => {
+        $(#[$doc])*
+        pub struct $name(pub $id);
 
-impl FromRequest for FileIdParam {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+        impl FromRequest for $name {
+            type Error = ApiError;
+            type Future = Ready<Result<Self, ApiError>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            path_segment(
-                req,
-                "id",
-                |raw| raw.parse().ok(),
-                "no such file (file ids are UUIDs)",
-            )
-            .map(FileIdParam),
-        )
-    }
+            fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+                ready(path_segment(req, "id", |raw| raw.parse().ok(), $detail).map($name))
+            }
+        }
+    };
 }
+
+uuid_path_param!(
+    /// The `{id}` of a `/v1/files/{id}…` path; one that is not a UUID is "not found".
+    FileIdParam(FileId),
+    "no such file (file ids are UUIDs)"
+);
+
+uuid_path_param!(
+    /// The `{id}` of a `/v1/transfers/{id}…` path; one that is not a UUID is "not found".
+    TransferIdParam(TransferId),
+    "no such transfer (transfer ids are UUIDs)"
+);
+
+uuid_path_param!(
+    /// The `{id}` of a `/v1/batches/{id}…` path; one that is not a UUID is "not found".
+    BatchIdParam(BatchId),
+    "no such batch (batch ids are UUIDs)"
+);
 
 /// A JSON body that must be an object: serde would also build a struct from an
 /// array of its fields in order, which no client of this API means to send.
@@ -144,46 +160,6 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> 
         deserializer
             .deserialize_map(ObjectOnly(std::marker::PhantomData))
             .map(JsonObject)
-    }
-}
-
-/// The `{id}` of a `/v1/transfers/{id}…` path; one that is not a UUID is "not found".
-pub struct TransferIdParam(pub TransferId);
-
-impl FromRequest for TransferIdParam {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            path_segment(
-                req,
-                "id",
-                |raw| raw.parse().ok(),
-                "no such transfer (transfer ids are UUIDs)",
-            )
-            .map(TransferIdParam),
-        )
-    }
-}
-
-/// The `{id}` of a `/v1/batches/{id}…` path; one that is not a UUID is "not found".
-pub struct BatchIdParam(pub BatchId);
-
-impl FromRequest for BatchIdParam {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            path_segment(
-                req,
-                "id",
-                |raw| raw.parse().ok(),
-                "no such batch (batch ids are UUIDs)",
-            )
-            .map(BatchIdParam),
-        )
     }
 }
 
