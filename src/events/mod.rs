@@ -2,12 +2,13 @@
 //! same transaction as the status change they report.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use uuid::Uuid;
 
-use crate::domain::{Batch, DeviceId, File, Transfer};
+use crate::domain::{Batch, DeviceId, File, TenantId, Transfer};
 
 /// JSON Schema of the events valet publishes (served at `/schemas/file-event.json`).
 pub const FILE_EVENT_SCHEMA: &str = include_str!("file-event.schema.json");
@@ -90,17 +91,7 @@ pub fn file_event(
     context: &EventContext,
     time: DateTime<Utc>,
 ) -> anyhow::Result<OutboxEvent> {
-    let id = Uuid::new_v5(
-        &EVENT_ID_NAMESPACE,
-        format!("{}/{}", file.id, kind.name()).as_bytes(),
-    )
-    .to_string();
-    let subject = format!(
-        "{}/{}/{}",
-        file.tenant_id,
-        file.device_id.as_ref().map_or("shared", |d| d.as_str()),
-        file.id
-    );
+    let subject = root_subject(&file.tenant_id, file.device_id.as_ref(), file.id);
     let mut data = serde_json::to_value(file)?;
     if let Some(fields) = data.as_object_mut() {
         fields.insert("key".into(), file.object_key.as_str().into());
@@ -109,7 +100,7 @@ pub fn file_event(
         }
     }
     outbox_event(
-        id,
+        &format!("{}/{}", file.id, kind.name()),
         kind.cloudevent_type(),
         subject,
         time,
@@ -119,10 +110,17 @@ pub fn file_event(
     )
 }
 
+/// `<tenant>/<device or "shared">/<id>`: the subject of an event about something
+/// kept in a root.
+fn root_subject(tenant: &TenantId, device: Option<&DeviceId>, id: impl fmt::Display) -> String {
+    format!("{tenant}/{}/{id}", device.map_or("shared", |d| d.as_str()))
+}
+
 /// The CloudEvent as the outbox stores it, with one extension attribute (name,
-/// value) when given (`transferid`, `batchid`).
+/// value) when given (`transferid`, `batchid`). Its id is
+/// `uuid5(NAMESPACE, id_name)`: the same however often the event is produced.
 fn outbox_event(
-    id: String,
+    id_name: &str,
     event_type: String,
     subject: String,
     time: DateTime<Utc>,
@@ -130,6 +128,7 @@ fn outbox_event(
     data: serde_json::Value,
     extension: Option<(&'static str, String)>,
 ) -> anyhow::Result<OutboxEvent> {
+    let id = Uuid::new_v5(&EVENT_ID_NAMESPACE, id_name.as_bytes()).to_string();
     let mut builder = EventBuilderV10::new()
         .id(id.clone())
         .source(context.source.clone())
@@ -192,19 +191,14 @@ pub fn transfer_event(
     context: &EventContext,
     time: DateTime<Utc>,
 ) -> anyhow::Result<OutboxEvent> {
-    let id = Uuid::new_v5(
-        &EVENT_ID_NAMESPACE,
-        format!("transfer/{}/{}/{}", transfer.id, recipient, kind.name()).as_bytes(),
-    )
-    .to_string();
-    let subject = format!("{}/{}/{}", transfer.tenant_id, recipient, transfer.id);
+    let subject = root_subject(&transfer.tenant_id, Some(recipient), transfer.id);
     let mut data = serde_json::to_value(transfer)?;
     if let Some(fields) = data.as_object_mut() {
         fields.insert("tenant_id".into(), transfer.tenant_id.as_str().into());
         fields.insert("recipient".into(), recipient.as_str().into());
     }
     outbox_event(
-        id,
+        &format!("transfer/{}/{}/{}", transfer.id, recipient, kind.name()),
         kind.cloudevent_type(),
         subject,
         time,
@@ -248,20 +242,10 @@ pub fn batch_event(
     context: &EventContext,
     time: DateTime<Utc>,
 ) -> anyhow::Result<OutboxEvent> {
-    let id = Uuid::new_v5(
-        &EVENT_ID_NAMESPACE,
-        format!("batch/{}/{}", batch.id, kind.name()).as_bytes(),
-    )
-    .to_string();
-    let subject = format!(
-        "{}/{}/{}",
-        batch.tenant_id,
-        batch.device_id.as_ref().map_or("shared", |d| d.as_str()),
-        batch.id
-    );
+    let subject = root_subject(&batch.tenant_id, batch.device_id.as_ref(), batch.id);
     let data = serde_json::to_value(batch)?;
     outbox_event(
-        id,
+        &format!("batch/{}/{}", batch.id, kind.name()),
         kind.cloudevent_type(),
         subject,
         time,
