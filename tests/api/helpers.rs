@@ -486,21 +486,26 @@ impl TestApp {
 
     /// Every file under the local store's root, the receiving area included.
     pub fn stored_objects(&self) -> Vec<std::path::PathBuf> {
-        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else {
-                    out.push(path);
-                }
+        files_under(&self.data_dir.path().join("objects"))
+    }
+}
+
+/// Every regular file under `dir`, at any depth (none when `dir` does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
             }
         }
-        let mut out = Vec::new();
-        walk(&self.data_dir.path().join("objects"), &mut out);
-        out
     }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
 }

@@ -13,6 +13,7 @@ mod edge;
 mod errors;
 mod files;
 mod helpers;
+mod jobs;
 mod jwt;
 mod local_store;
 mod multipart;

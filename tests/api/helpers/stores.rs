@@ -87,6 +87,36 @@ pub async fn s3_bucket() -> (String, BackendSettings) {
     (name, settings)
 }
 
+/// The bytes of `key` in bucket `bucket` on the test S3 server, or `None` when the
+/// store has no such object.
+pub async fn s3_object(bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let endpoint = env_or_hint("TEST_S3_ENDPOINT");
+    let credentials = Credentials::new(
+        env_or_hint("TEST_S3_ACCESS_KEY"),
+        env_or_hint("TEST_S3_SECRET_KEY"),
+    );
+    let bucket = Bucket::new(
+        url::Url::parse(&endpoint).expect("endpoint"),
+        UrlStyle::Path,
+        bucket.to_owned(),
+        "us-east-1",
+    )
+    .expect("bucket");
+    let url = bucket
+        .get_object(Some(&credentials), key)
+        .sign(Duration::from_secs(60));
+    let response = reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .expect("get object");
+    match response.status().as_u16() {
+        404 => None,
+        200 => Some(response.bytes().await.expect("object bytes").to_vec()),
+        status => panic!("get object {key}: {status} {:?}", response.text().await),
+    }
+}
+
 /// An account SAS allowing container creation, per the REST reference.
 fn account_sas_for_container_create() -> String {
     let start =
