@@ -607,6 +607,17 @@ async fn cancelling_a_running_copy_stops_it_and_leaves_nothing_on_the_target() {
         .await;
     let queued_id = id_of(&queued);
 
+    let response = app.cancel_job(&service, &queued_id).await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("cancel JSON");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["job"]["state"], "cancelled", "not yet running: {body}");
+    let again = app.cancel_job(&service, &queued_id).await;
+    let status = again.status().as_u16();
+    let body: Value = again.json().await.expect("cancel JSON");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"]["state"], "cancelled", "{body}");
+
     let response = app.cancel_job(&service, &big_id).await;
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("cancel JSON");
@@ -621,17 +632,6 @@ async fn cancelling_a_running_copy_stops_it_and_leaves_nothing_on_the_target() {
         ["copying", "verifying", "cancelled"].contains(&state_of(asked)),
         "{asked}"
     );
-
-    let response = app.cancel_job(&service, &queued_id).await;
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.expect("cancel JSON");
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["job"]["state"], "cancelled", "not yet running: {body}");
-    let again = app.cancel_job(&service, &queued_id).await;
-    let status = again.status().as_u16();
-    let body: Value = again.json().await.expect("cancel JSON");
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["job"]["state"], "cancelled", "{body}");
 
     let cancelled = app
         .wait_for_job(&service, &big_id, Duration::from_secs(10), |job| {
@@ -897,12 +897,17 @@ async fn a_tenant_wide_move_runs_as_a_group_listed_page_by_page() {
     let deadline = Instant::now() + patience(Duration::from_secs(240));
     loop {
         let listed = app.all_jobs(&service, &query).await;
-        let ids: Vec<String> = listed.iter().map(id_of).collect();
-        assert_eq!(ids.len(), count, "every job listed once");
-        assert!(
-            ids.windows(2).all(|w| w[0] > w[1]),
-            "newest first, no repeats"
-        );
+        let ids: BTreeSet<String> = listed.iter().map(id_of).collect();
+        assert_eq!(listed.len(), count, "every job listed");
+        assert_eq!(ids.len(), count, "no job listed twice");
+        let created: Vec<chrono::DateTime<chrono::FixedOffset>> = listed
+            .iter()
+            .map(|j| {
+                chrono::DateTime::parse_from_rfc3339(j["created_at"].as_str().expect("created_at"))
+                    .expect("RFC 3339")
+            })
+            .collect();
+        assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first");
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for job in &listed {
             assert_eq!(job["group_id"], group_id.as_str());
