@@ -1017,7 +1017,7 @@ async fn jobs_are_for_services_of_their_own_tenant() {
     let listed = app.all_jobs(&other_service, "limit=100").await;
     assert_eq!(
         listed.iter().map(id_of).collect::<Vec<_>>(),
-        [job_id.clone()]
+        [job_id.as_str()]
     );
     assert!(!app.job_log_lines(&other_service, &job_id).await.is_empty());
     assert_problem(app.cancel_job(&service, &job_id).await, 409, "conflict").await;
