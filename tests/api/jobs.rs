@@ -579,7 +579,7 @@ async fn cancelling_a_running_copy_stops_it_and_leaves_nothing_on_the_target() {
     let app = spawn_on_two_local_stores(|s| {
         // One job at a time: a second job waits, not yet running.
         s.jobs.concurrency = 1;
-        s.jobs.chunk_size_bytes = 64 * 1024;
+        s.jobs.chunk_size_bytes = 5 * 1024 * 1024;
         s.uploads.multipart_threshold_bytes = 256 * 1024 * 1024;
     })
     .await;
