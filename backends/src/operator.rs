@@ -108,12 +108,18 @@ const PARTS_IN_FLIGHT: usize = 2;
 
 /// Starts writing an object through OpenDAL: in parts of `spec.chunk_size` (an S3
 /// multipart upload or Azure block list once it exceeds one chunk), committed only by
-/// [`ObjectWriter::finish`].
+/// [`ObjectWriter::finish`]. OpenDAL raises a chunk size below the store's smallest
+/// part (5 MiB on S3) to that size.
 pub(crate) async fn start_write(
     operator: &opendal::Operator,
     key: &ObjectKey,
     spec: &WriteSpec,
 ) -> Result<Box<dyn ObjectWriter>, BackendError> {
+    if spec.chunk_size == 0 {
+        return Err(BackendError::Refused(format!(
+            "write {key}: the chunk size must be at least one byte"
+        )));
+    }
     let writer = operator
         .writer_with(key.as_str())
         .chunk(spec.chunk_size)
@@ -169,10 +175,20 @@ impl ObjectWriter for OperatorWriter {
         })?;
         // Checked before `close`, which is what makes the object visible.
         if let Err(refused) = self.check.verify() {
-            writer.abort().await.map_err(self.failed("abort"))?;
+            // Nothing is committed without `close`; a failed abort only leaves parts
+            // for the store to expire, so the answer stays the refusal.
+            if let Err(e) = writer.abort().await {
+                tracing::warn!(key = %self.key, error = %e, "could not abort a refused write");
+            }
             return Err(refused);
         }
-        writer.close().await.map_err(self.failed("commit"))?;
+        if let Err(e) = writer.close().await {
+            // A failed commit leaves the upload open: abort it so its parts go too.
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(key = %self.key, error = %abort, "could not abort a failed write");
+            }
+            return Err(self.failed("commit")(e));
+        }
         Ok(())
     }
 
@@ -180,7 +196,8 @@ impl ObjectWriter for OperatorWriter {
         if let Some(mut writer) = self.writer.take() {
             writer.abort().await.map_err(self.failed("abort"))?;
         }
-        // Best effort: an abort that raced with a commit leaves no object behind.
+        // Best effort: leaves nothing under the key, not even an object an earlier
+        // attempt at the same copy committed.
         if let Err(e) = self.operator.delete(self.key.as_str()).await {
             tracing::warn!(key = %self.key, error = %e, "could not delete an aborted write");
         }
