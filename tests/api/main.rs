@@ -27,4 +27,5 @@ mod postgres;
 mod ranges;
 mod reconciler;
 mod storage_events;
+mod streaming;
 mod transfers;
