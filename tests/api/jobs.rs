@@ -1166,12 +1166,35 @@ async fn job_requests_that_cannot_run_are_refused() {
     assert!(group["group_id"].is_string(), "{group}");
 }
 
+/// Asserts `event` validates against the JSON Schema valet serves at `path`.
+async fn assert_valid_against(app: &TestApp, path: &str, event: &Value) {
+    let schema: Value = app
+        .client
+        .get(app.url(path))
+        .send()
+        .await
+        .expect("schema request")
+        .json()
+        .await
+        .expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(event)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{path}: {errors:?}\n{event}");
+}
+
 #[actix_web::test]
-async fn a_move_is_announced_as_moved_and_its_job_as_succeeded() {
+async fn job_ends_and_moves_are_announced_with_their_routing_keys() {
     let broker = Broker::new().await;
     let job_events = broker.bind("job.#").await;
     let moves = broker.bind("file.moved.#").await;
-    let app = spawn_on_two_local_stores(|s| broker.configure(s, BROKER)).await;
+    let app = spawn_on_two_local_stores(|s| {
+        broker.configure(s, BROKER);
+        s.jobs.max_attempts = 2;
+    })
+    .await;
     let device = app.device_token("acme", "dev-1");
     let service = app.service_token("acme", "fleet");
     let own = app.upload(&device, &body_of(500), json!({})).await;
@@ -1181,35 +1204,74 @@ async fn a_move_is_announced_as_moved_and_its_job_as_succeeded() {
     let own_job = run_job(&app, &service, "move", &own, SECOND).await;
     let shared_job = run_job(&app, &service, "move", &shared, SECOND).await;
 
-    let received = job_events.wait_for(2).await;
-    let mut by_job = BTreeMap::new();
-    for message in &received {
-        assert_eq!(message.routing_key, "job.succeeded.acme", "{message:#?}");
-        assert_eq!(message.kind, "io.valet.job.succeeded");
+    // Another tenant's copies cannot be written: one fails, one is cancelled while
+    // it waits for its retry.
+    let globex_device = app.device_token("globex", "dev-9");
+    let globex = app.service_token("globex", "fleet");
+    let doomed = app.upload(&globex_device, &body_of(502), json!({})).await;
+    let dropped = app.upload(&globex_device, &body_of(503), json!({})).await;
+    let tenant_dir = object_key_of(&doomed)
+        .as_str()
+        .split('/')
+        .next()
+        .expect("tenant segment")
+        .to_owned();
+    std::fs::write(second_root(&app).join(tenant_dir), b"in the way").expect("blocking file");
+    let failed_job = app
+        .start_job(&globex, "copy", &id_of(&doomed), SECOND)
+        .await;
+    let dropped_job = app
+        .start_job(&globex, "copy", &id_of(&dropped), SECOND)
+        .await;
+    app.wait_for_job(
+        &globex,
+        &id_of(&dropped_job),
+        Duration::from_secs(20),
+        |job| job["state"] == "created" && job["attempts"] == 1,
+    )
+    .await;
+    let response = app.cancel_job(&globex, &id_of(&dropped_job)).await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("cancel JSON");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["job"]["state"], "cancelled",
+        "waiting for a retry: {body}"
+    );
+    let failed = app.wait_until_finished(&globex, &id_of(&failed_job)).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+
+    let received = job_events.wait_for(4).await;
+    let expected = [
+        (&own_job, "succeeded", "acme", &own),
+        (&shared_job, "succeeded", "acme", &shared),
+        (&failed_job, "failed", "globex", &doomed),
+        (&dropped_job, "cancelled", "globex", &dropped),
+    ];
+    for (job, state, tenant, file) in expected {
+        let message = received
+            .iter()
+            .find(|m| m.body["jobid"] == job["id"])
+            .unwrap_or_else(|| panic!("no event with jobid {}: {received:#?}", job["id"]));
+        let kind = format!("io.valet.job.{state}");
+        assert_eq!(message.routing_key, format!("job.{state}.{tenant}"));
+        assert_eq!(message.kind, kind);
         assert_eq!(message.content_type, "application/cloudevents+json");
-        assert_eq!(message.body["type"], "io.valet.job.succeeded");
+        assert_eq!(message.body["type"], kind.as_str());
         assert_eq!(message.body["specversion"], "1.0");
         assert_eq!(message.body["id"], message.message_id.as_str());
-        assert_eq!(
-            message.body["jobid"], message.body["data"]["id"],
-            "{message:#?}"
-        );
-        assert_eq!(message.body["data"]["state"], "succeeded");
-        by_job.insert(
-            message.body["jobid"].as_str().expect("jobid").to_owned(),
-            message.body["data"].clone(),
-        );
+        let data = &message.body["data"];
+        assert_eq!(data["id"], job["id"], "{data}");
+        assert_eq!(data["state"], state, "{data}");
+        assert_eq!(data["tenant_id"], tenant, "{data}");
+        assert_eq!(data["file_id"], file["id"], "{data}");
+        assert_valid_against(&app, "/schemas/job-event.json", &message.body).await;
     }
-    assert_eq!(
-        by_job.keys().cloned().collect::<BTreeSet<_>>(),
-        BTreeSet::from([id_of(&own_job), id_of(&shared_job)])
-    );
-    assert_eq!(by_job[&id_of(&own_job)]["file_id"], own["id"]);
 
     let received = moves.wait_for(2).await;
-    for (file, routing_key) in [
-        (&own, "file.moved.acme.dev-1"),
-        (&shared, "file.moved.acme.shared"),
+    for (file, routing_key, subject_root) in [
+        (&own, "file.moved.acme.dev-1", "dev-1"),
+        (&shared, "file.moved.acme.shared", "shared"),
     ] {
         let message = received
             .iter()
@@ -1217,14 +1279,21 @@ async fn a_move_is_announced_as_moved_and_its_job_as_succeeded() {
             .unwrap_or_else(|| panic!("no moved event for {file}: {received:#?}"));
         assert_eq!(message.routing_key, routing_key);
         assert_eq!(message.kind, "io.valet.file.moved");
+        assert_eq!(message.headers["tenant"].as_deref(), Some("acme"));
+        assert_eq!(message.headers["event"].as_deref(), Some("moved"));
+        assert_eq!(
+            message.body["subject"],
+            format!("acme/{subject_root}/{}", id_of(file))
+        );
         let data = &message.body["data"];
         assert_eq!(data["from_backend"], "local", "{data}");
         assert_eq!(data["to_backend"], SECOND, "{data}");
         assert_eq!(data["backend"], SECOND, "{data}");
         assert_eq!(data["key"], object_key_of(file).as_str(), "{data}");
         assert_eq!(data["sha256"], file["sha256"]);
+        assert_eq!(data["status"], "uploaded");
     }
-    // Each once in the outbox, and nothing else about the files.
+    // Each once in the outbox, and nothing more published.
     for (file, job) in [(&own, &own_job), (&shared, &shared_job)] {
         let id = id_of(file);
         assert_eq!(
@@ -1239,8 +1308,12 @@ async fn a_move_is_announced_as_moved_and_its_job_as_succeeded() {
         );
     }
     tokio::time::sleep(patience(Duration::from_millis(500))).await;
-    assert_eq!(job_events.received().len(), 2);
+    assert_eq!(job_events.received().len(), 4);
     assert_eq!(moves.received().len(), 2);
+    // A moved file's event is a file event: it validates against the file events' schema.
+    for message in moves.received() {
+        assert_valid_against(&app, "/schemas/file-event.json", &message.body).await;
+    }
 }
 
 #[actix_web::test]
