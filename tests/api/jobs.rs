@@ -1112,9 +1112,20 @@ async fn job_requests_that_cannot_run_are_refused() {
         assert_problem(app.post_job(&service, body).await, 400, "invalid_request").await;
     }
     let unknown = uuid::Uuid::now_v7().to_string();
-    assert_problem(app.get_job(&service, &unknown).await, 404, "not_found").await;
-    assert_problem(app.cancel_job(&service, &unknown).await, 404, "not_found").await;
-    assert_problem(app.job_log(&service, &unknown).await, 404, "not_found").await;
+    for id in [unknown.as_str(), "not-a-uuid"] {
+        assert_problem(app.get_job(&service, id).await, 404, "not_found").await;
+        assert_problem(app.cancel_job(&service, id).await, 404, "not_found").await;
+        assert_problem(app.job_log(&service, id).await, 404, "not_found").await;
+    }
+    for query in [
+        "state=sleeping",
+        "group_id=not-a-uuid",
+        "cursor=not-a-cursor",
+        "limit=0",
+        "limit=many",
+    ] {
+        assert_problem(app.list_jobs(&service, query).await, 400, "invalid_request").await;
+    }
 
     // A selector matching more files than a group may hold.
     for n in 0..3 {
@@ -1367,4 +1378,60 @@ async fn deleting_a_file_removes_its_replicas_too() {
         "{:?}",
         app.stored_objects()
     );
+}
+
+#[actix_web::test]
+async fn download_urls_handed_out_before_a_move_work_until_they_expire() {
+    let app = spawn_on_two_local_stores(|s| {
+        // The source is kept as long as a download URL lives (the default grace).
+        s.jobs.source_grace_secs = None;
+        s.uploads.download_url_ttl_secs = 4;
+    })
+    .await;
+    let device = app.device_token("acme", "dev-1");
+    let service = app.service_token("acme", "fleet");
+    let bytes = body_of(9000);
+    let file = app.upload(&device, &bytes, json!({})).await;
+    let id = id_of(&file);
+    let before: Value = app
+        .download(&device, &id)
+        .await
+        .json()
+        .await
+        .expect("signed");
+    assert!(
+        before["url"].as_str().expect("url").contains("/local/"),
+        "{before}"
+    );
+    run_job(&app, &service, "move", &file, SECOND).await;
+
+    let after: Value = app
+        .download(&device, &id)
+        .await
+        .json()
+        .await
+        .expect("signed");
+    assert!(
+        after["url"]
+            .as_str()
+            .expect("url")
+            .contains(&format!("/{SECOND}/")),
+        "URLs asked after the move point at the target: {after}"
+    );
+    assert_eq!(app.fetch(&device, &id).await, bytes);
+    let early = app.send_signed(&before, Vec::new()).await;
+    assert_eq!(early.status().as_u16(), 200, "a URL from before the move");
+    assert_eq!(early.bytes().await.expect("bytes"), bytes);
+    let on_local = app
+        .data_dir
+        .path()
+        .join("objects")
+        .join(object_key_of(&file).as_str());
+    eventually(
+        "the source is removed once the URLs have expired",
+        Duration::from_secs(20),
+        async || !on_local.exists(),
+    )
+    .await;
+    assert_eq!(app.fetch(&device, &id).await, bytes);
 }
