@@ -1435,3 +1435,97 @@ async fn download_urls_handed_out_before_a_move_work_until_they_expire() {
     .await;
     assert_eq!(app.fetch(&device, &id).await, bytes);
 }
+
+#[actix_web::test]
+async fn concurrent_selectors_on_two_instances_give_each_file_one_job() {
+    let app = spawn_app_on_postgres(|s| {
+        two_local_stores(s);
+        with_redis_cache(s);
+    })
+    .await;
+    let second = app.spawn_another_instance().await;
+    concurrent_selectors_give_each_file_one_job(&app, &second).await;
+}
+
+#[actix_web::test]
+async fn concurrent_selectors_on_one_instance_give_each_file_one_job() {
+    let app = spawn_on_two_local_stores(|_| {}).await;
+    let address = app.address.clone();
+    concurrent_selectors_give_each_file_one_job(&app, &address).await;
+}
+
+/// Asks `app` and the instance at `second` for the same tenant-wide move at once.
+async fn concurrent_selectors_give_each_file_one_job(app: &TestApp, second: &str) {
+    let service = app.service_token("acme", "fleet");
+    let device = app.device_token("acme", "dev-1");
+    let mut file_ids = BTreeSet::new();
+    for round in 0..8 {
+        let uploads = (0..25).map(|n| {
+            let (app, device) = (&app, &device);
+            async move {
+                id_of(
+                    &app.upload(device, &body_of(200 + round * 25 + n), json!({}))
+                        .await,
+                )
+            }
+        });
+        file_ids.extend(futures_util::future::join_all(uploads).await);
+    }
+    // The same tenant-wide move asked of both instances at once.
+    let body = json!({"kind": "move", "selector": {"backend": "local"}, "target_backend": SECOND});
+    let ask = |base: String| {
+        let (service, body) = (&service, &body);
+        async move {
+            let response = app
+                .client
+                .post(format!("{base}/v1/jobs"))
+                .bearer_auth(service)
+                .json(body)
+                .send()
+                .await
+                .expect("create group");
+            let status = response.status().as_u16();
+            let group: Value = response.json().await.expect("group JSON");
+            assert_eq!(status, 202, "{group}");
+            group["jobs"].as_array().expect("jobs").clone()
+        }
+    };
+    let (first, other) =
+        futures_util::future::join(ask(app.address.clone()), ask(second.to_owned())).await;
+    let mut jobs_per_file: BTreeMap<String, usize> = BTreeMap::new();
+    for job in first.iter().chain(&other) {
+        *jobs_per_file
+            .entry(job["file_id"].as_str().expect("file_id").to_owned())
+            .or_default() += 1;
+    }
+    // Every job runs to its end; then how many files got more than one.
+    let mut ends: BTreeMap<String, usize> = BTreeMap::new();
+    let mut an_error = None;
+    for job in first.iter().chain(&other) {
+        let done = app.wait_until_finished(&service, &id_of(job)).await;
+        *ends.entry(state_of(&done).to_owned()).or_default() += 1;
+        if done["error"].is_string() {
+            an_error = Some(done["error"].clone());
+        }
+    }
+    let twice = jobs_per_file.values().filter(|n| **n > 1).count();
+    assert_eq!(
+        (twice, first.len() + other.len()),
+        (0, file_ids.len()),
+        "files with two jobs, and jobs in all (groups of {} and {}); jobs ended {ends:?}, \
+         e.g. with error {an_error:?}",
+        first.len(),
+        other.len()
+    );
+    assert_eq!(
+        jobs_per_file.keys().cloned().collect::<BTreeSet<_>>(),
+        file_ids
+    );
+    assert_eq!(
+        ends,
+        BTreeMap::from([("succeeded".to_owned(), file_ids.len())])
+    );
+    for id in &file_ids {
+        assert_eq!(app.file_of(&service, id).await["backend"], SECOND);
+    }
+}
