@@ -65,6 +65,20 @@ async fn spawn_on_two_local_stores(configure: impl FnOnce(&mut Settings)) -> Tes
     .await
 }
 
+/// `token` with one more block of Datalog `code` (checks narrowing what it may do).
+fn attenuate(app: &TestApp, token: &str, code: &str) -> String {
+    let biscuit =
+        biscuit_auth::Biscuit::from_base64(token, app.root_key.keypair.public()).expect("token");
+    let block = biscuit_auth::builder::BlockBuilder::new()
+        .code(code)
+        .expect("block");
+    biscuit
+        .append(block)
+        .expect("attenuated")
+        .to_base64()
+        .expect("base64")
+}
+
 fn id_of(value: &Value) -> String {
     value["id"].as_str().expect("id").to_owned()
 }
@@ -1038,6 +1052,40 @@ async fn jobs_are_for_services_of_their_own_tenant() {
     assert_problem(app.list_jobs(&device, "").await, 403, "forbidden").await;
     assert_problem(app.cancel_job(&device, &job_id).await, 403, "forbidden").await;
     assert_problem(app.job_log(&device, &job_id).await, 403, "forbidden").await;
+
+    // A service token narrowed to reading reads jobs, and starts or cancels none.
+    let read_only = attenuate(&app, &service, r#"check if operation("read");"#);
+    assert_eq!(
+        app.get_job(&read_only, &job_id).await.status().as_u16(),
+        200
+    );
+    assert_eq!(
+        app.job_log(&read_only, &job_id).await.status().as_u16(),
+        200
+    );
+    assert_problem(
+        app.post_job(
+            &read_only,
+            json!({"kind": "copy", "file_id": id, "target_backend": SECOND}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_problem(app.cancel_job(&read_only, &job_id).await, 403, "forbidden").await;
+    // Narrowed to the tenant's shared root, it manages no tenant-wide jobs.
+    let shared_only = attenuate(&app, &service, r#"check if resource("acme/shared");"#);
+    assert_problem(
+        app.post_job(
+            &shared_only,
+            json!({"kind": "copy", "selector": {}, "target_backend": SECOND}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
 
     // Any service of the tenant sees the job.
     let done = app.wait_until_finished(&other_service, &job_id).await;
