@@ -1577,3 +1577,40 @@ async fn concurrent_selectors_give_each_file_one_job(app: &TestApp, second: &str
         assert_eq!(app.file_of(&service, id).await["backend"], SECOND);
     }
 }
+
+#[test]
+fn a_file_larger_than_a_chunk_crosses_azure_and_s3_in_parts() {
+    run_in_turn(async {
+        let (bucket, s3) = s3_bucket().await;
+        let (_, azure) = azure_container().await;
+        let app = spawn_app_with(|s| {
+            quick_jobs(s);
+            s.jobs.chunk_size_bytes = 5 * 1024 * 1024;
+            s.backends.insert("s3".into(), s3);
+            s.backends.insert("azure".into(), azure);
+            use_backend(s, "local", local_backend());
+        })
+        .await;
+        let device = app.device_token("acme", "dev-1");
+        let service = app.service_token("acme", "fleet");
+        // Two whole chunks and a short third.
+        let bytes = body_of(2 * 5 * 1024 * 1024 + 3);
+        let file = app.upload(&device, &bytes, json!({})).await;
+        let id = id_of(&file);
+        for target in ["azure", "s3", "local"] {
+            let job = run_job(&app, &service, "move", &file, target).await;
+            assert_eq!(job["bytes_total"], bytes.len(), "{job}");
+            assert_eq!(app.file_of(&device, &id).await["backend"], target);
+            assert!(
+                app.fetch(&device, &id).await == bytes,
+                "{target}: other bytes"
+            );
+        }
+        let key = object_key_of(&file);
+        run_job(&app, &service, "copy", &file, "s3").await;
+        assert!(
+            s3_object(&bucket, key.as_str()).await.as_deref() == Some(&bytes[..]),
+            "the S3 replica holds other bytes"
+        );
+    });
+}
