@@ -1614,3 +1614,48 @@ fn a_file_larger_than_a_chunk_crosses_azure_and_s3_in_parts() {
         );
     });
 }
+
+#[actix_web::test]
+async fn selectors_are_served_while_jobs_run() {
+    let app = spawn_on_two_local_stores(|s| s.jobs.concurrency = 2).await;
+    let service = app.service_token("acme", "fleet");
+    for device in ["dev-1", "dev-2"] {
+        let token = app.device_token("acme", device);
+        let uploads = (0..100).map(|n| {
+            let token = &token;
+            let app = &app;
+            async move { app.upload(token, &body_of(300 + n), json!({})).await }
+        });
+        futures_util::future::join_all(uploads).await;
+    }
+    let moved = app
+        .post_job(
+            &service,
+            json!({"kind": "move", "selector": {"device_id": "dev-1"}, "target_backend": SECOND}),
+        )
+        .await;
+    assert_eq!(moved.status().as_u16(), 202);
+    // While the workers claim, renew and end those jobs, more groups are asked for,
+    // each selecting one new file.
+    let third = app.device_token("acme", "dev-3");
+    let mut refused = Vec::new();
+    for n in 0..30 {
+        app.upload(&third, &body_of(900 + n), json!({})).await;
+        let response = app
+            .post_job(
+                &service,
+                json!({"kind": "copy", "selector": {"device_id": "dev-3"}, "target_backend": SECOND}),
+            )
+            .await;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        if status != 202 {
+            refused.push(format!("{status} {body}"));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "{} of 30 refused: {refused:#?}",
+        refused.len()
+    );
+}
