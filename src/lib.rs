@@ -13,6 +13,7 @@ pub mod domain;
 pub(crate) mod edge;
 pub mod events;
 pub mod metadata;
+pub(crate) mod mover;
 pub(crate) mod notifier;
 pub(crate) mod policy;
 pub(crate) mod private_file;

@@ -16,6 +16,7 @@ use crate::configuration::Settings;
 use crate::edge::{self, CertificateStore, Limits, ServerOptions, TrustedProxies};
 use crate::events::{EventContext, StorageLocation};
 use crate::metadata::{db, GroupCommit, MetadataStore, Schema};
+use crate::mover::Mover;
 use crate::notifier::{Notifier, StopRelay};
 use crate::policy::TenantPolicies;
 use crate::reconciler::Reconciler;
@@ -141,6 +142,9 @@ impl Application {
         let service = web::Data::new(service);
         if settings.reconciler.enabled {
             Reconciler::new(service.clone()).start();
+        }
+        if settings.jobs.enabled {
+            Mover::start(service.clone());
         }
         let limits = web::Data::new(Limits::new(
             settings.server.max_in_flight,

@@ -14,8 +14,9 @@ use valet_backends::azblob::AzblobBackend;
 use valet_backends::local::LocalBackend;
 use valet_backends::s3::S3Backend;
 use valet_backends::{
-    Backend, BackendError, Capabilities, Container, DownloadSpec, ObjectKey, ObjectStat, PartSpec,
-    PartToAssemble, Sha256, SignedRequest, StoredPart, UploadId, UploadSpec,
+    Backend, BackendError, Capabilities, Container, DownloadSpec, ObjectKey, ObjectStat,
+    ObjectStream, ObjectWriter, PartSpec, PartToAssemble, Sha256, SignedRequest, StoredPart,
+    UploadId, UploadSpec, WriteSpec,
 };
 
 /// Why a storage operation failed.
@@ -125,6 +126,27 @@ impl Storage {
     pub async fn sha256(&self, name: &str, key: &ObjectKey) -> Result<Sha256, StorageError> {
         self.backend(name)?
             .sha256(key)
+            .await
+            .map_err(Self::failed(name))
+    }
+
+    /// Streams an object of backend `name`.
+    pub async fn read(&self, name: &str, key: &ObjectKey) -> Result<ObjectStream, StorageError> {
+        self.backend(name)?
+            .read(key)
+            .await
+            .map_err(Self::failed(name))
+    }
+
+    /// Starts writing an object to backend `name`.
+    pub async fn write(
+        &self,
+        name: &str,
+        key: &ObjectKey,
+        spec: &WriteSpec,
+    ) -> Result<Box<dyn ObjectWriter>, StorageError> {
+        self.backend(name)?
+            .write(key, spec)
             .await
             .map_err(Self::failed(name))
     }

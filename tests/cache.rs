@@ -109,6 +109,7 @@ fn sample_file() -> File {
         ]),
         created_at: now,
         uploaded_at: None,
+        replicas: Vec::new(),
         upload_expires_at: now + TimeDelta::minutes(15),
         parts: None,
     }

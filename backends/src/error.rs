@@ -10,6 +10,9 @@ pub enum BackendError {
     /// The store refused the request as invalid (a part missing or not matching).
     #[error("refused by the store: {0}")]
     Refused(String),
+    /// The object does not exist (the message is its key).
+    #[error("object not found: {0}")]
+    NotFound(String),
     /// A local I/O failure.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

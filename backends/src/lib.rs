@@ -17,6 +17,7 @@ mod multipart;
 mod operator;
 pub mod s3;
 mod secret;
+mod stream;
 
 use std::collections::BTreeMap;
 
@@ -33,6 +34,7 @@ pub use key::{ObjectKey, ObjectKeyError};
 pub use multipart::{Multipart, PartSpec, PartToAssemble, StoredPart, UploadId};
 pub use operator::ProbeMode;
 pub use secret::Secret;
+pub use stream::{ObjectStream, ObjectWriter, WriteSpec};
 
 /// What a device is allowed to upload with one signed request.
 #[derive(Debug, Clone)]
@@ -114,6 +116,24 @@ pub trait Backend: Multipart + Send + Sync + 'static {
 
     /// Reads the whole object and returns its SHA-256.
     async fn sha256(&self, key: &ObjectKey) -> Result<Sha256, BackendError>;
+
+    /// Streams an object's bytes; an absent object is [`BackendError::NotFound`].
+    async fn read(&self, _key: &ObjectKey) -> Result<ObjectStream, BackendError> {
+        Err(BackendError::Config(
+            "streaming reads are not implemented yet".into(),
+        ))
+    }
+
+    /// Starts writing the object `key` as described by `spec`.
+    async fn write(
+        &self,
+        _key: &ObjectKey,
+        _spec: &WriteSpec,
+    ) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        Err(BackendError::Config(
+            "streaming writes are not implemented yet".into(),
+        ))
+    }
 
     /// Removes an object; removing an absent object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError>;

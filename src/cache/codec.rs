@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DeviceId, File, FileId, FileStatus, ObjectKey, PartPlan, Sha256, TenantId};
+use crate::domain::{
+    DeviceId, File, FileId, FileStatus, ObjectKey, PartPlan, Replica, Sha256, TenantId,
+};
 use valet_backends::UploadId;
 
 #[derive(Serialize, Deserialize)]
@@ -41,6 +43,9 @@ struct CachedFile {
     part_size: Option<u64>,
     #[serde(default)]
     multipart_upload_id: Option<String>,
+    // Absent from entries cached before jobs existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<Replica>,
 }
 
 impl From<&File> for CachedFile {
@@ -63,6 +68,7 @@ impl From<&File> for CachedFile {
             upload_expires_at: f.upload_expires_at,
             part_size: f.parts.as_ref().map(|p| p.part_size),
             multipart_upload_id: f.parts.as_ref().map(|p| p.upload_id.as_str().to_owned()),
+            replicas: f.replicas.clone(),
         }
     }
 }
@@ -89,6 +95,7 @@ impl TryFrom<CachedFile> for File {
             metadata: c.metadata,
             created_at: c.created_at,
             uploaded_at: c.uploaded_at,
+            replicas: c.replicas,
             object_key: ObjectKey::parse(&c.object_key).map_err(|e| format!("object_key: {e}"))?,
             upload_expires_at: c.upload_expires_at,
             parts: match (c.part_size, c.multipart_upload_id) {
@@ -169,6 +176,7 @@ mod tests {
             metadata: BTreeMap::from([("k".into(), "v".into())]),
             created_at: Utc::now(),
             uploaded_at: Some(Utc::now()),
+            replicas: Vec::new(),
             upload_expires_at: Utc::now(),
             parts: Some(PartPlan {
                 part_size: 5 * 1024 * 1024,

@@ -13,6 +13,7 @@ mod backends;
 mod cache;
 mod database;
 mod events;
+mod jobs;
 mod jwt;
 mod logging;
 mod metrics;
@@ -39,6 +40,7 @@ pub use backends::BackendSettings;
 pub use cache::CacheSettings;
 pub use database::DatabaseSettings;
 pub use events::EventSettings;
+pub use jobs::JobsSettings;
 pub use jwt::{
     Audience, ClaimNames, JwtIssuerSettings, DEFAULT_JWT_ALGORITHMS, SUPPORTED_JWT_ALGORITHMS,
 };
@@ -84,6 +86,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Background reconciliation of unfinished uploads, retention and purging.
     pub reconciler: ReconcilerSettings,
+    /// Background copies and moves of objects between backends.
+    pub jobs: JobsSettings,
     /// Storage event notifications accepted, keyed by backend name.
     pub storage_events: BTreeMap<String, StorageEventSettings>,
     /// The message broker events are published to.
@@ -113,6 +117,7 @@ impl Default for Settings {
             events: EventSettings::default(),
             log: LogSettings::default(),
             reconciler: ReconcilerSettings::default(),
+            jobs: JobsSettings::default(),
             storage_events: BTreeMap::new(),
             amqp: AmqpSettings::default(),
             policy: PolicySettings::default(),
@@ -165,6 +170,7 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<server::Parsed> {
         let parsed = self.server.validate()?;
         self.reconciler.validate()?;
+        self.jobs.validate()?;
         self.policy.validate()?;
         self.amqp.validate()?;
         for (backend, events) in &self.storage_events {

@@ -9,7 +9,6 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::{DeviceId, File, Principal, Root, TenantId};
 
@@ -20,37 +19,11 @@ pub const DEFAULT_BATCH_TTL_SECS: u64 = 24 * 3600;
 /// Longest lifetime a creator may ask for.
 pub const MAX_BATCH_TTL_SECS: u64 = 7 * 24 * 3600;
 
-/// A batch's id: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct BatchId(Uuid);
-
-impl BatchId {
-    /// A fresh id for a batch created now.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for BatchId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FromStr for BatchId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
-
-impl fmt::Display for BatchId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Hyphenated lowercase: the stored form, whose text order is the id order.
-        write!(f, "{}", self.0.hyphenated())
-    }
-}
+super::ids::time_ordered_id!(
+    /// A batch's id: a UUIDv7, so ids sort by creation time.
+    BatchId,
+    "a batch"
+);
 
 /// The state of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

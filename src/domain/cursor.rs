@@ -3,7 +3,7 @@
 
 use base64::Engine;
 
-use super::{BatchId, FileId, TransferId};
+use super::{BatchId, FileId, JobId, TransferId};
 
 /// A position in a listing (the files after it, newest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,22 @@ impl BatchCursor {
     /// Reads a cursor this API returned; `None` for anything else.
     pub fn decode(text: &str) -> Option<Self> {
         decode("b1:", text).map(BatchCursor)
+    }
+}
+
+/// A position in a listing of jobs (the jobs after it, newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobCursor(pub JobId);
+
+impl JobCursor {
+    /// The text a client sends back for the next page.
+    pub fn encode(&self) -> String {
+        encode("j1:", &self.0)
+    }
+
+    /// Reads a cursor this API returned; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        decode("j1:", text).map(JobCursor)
     }
 }
 

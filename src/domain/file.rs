@@ -12,7 +12,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use super::text::{char_len, find_in, pattern_without, string_schema, CONTROL, HIDDEN_FORMAT};
-use super::{DeviceId, FileId, ObjectKey, PartPlan, Root, Sha256, TenantId};
+use super::{DeviceId, FileId, ObjectKey, PartPlan, Replica, Root, Sha256, TenantId};
 
 /// A file as valet records it and the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -45,6 +45,8 @@ pub struct File {
     pub created_at: DateTime<Utc>,
     /// When the upload was verified; `null` until then.
     pub uploaded_at: Option<DateTime<Utc>>,
+    /// Verified copies of the object on other backends (made by `copy` jobs).
+    pub replicas: Vec<Replica>,
     /// Where the object lives in its backend.
     #[serde(skip)]
     pub object_key: ObjectKey,

@@ -1,10 +1,8 @@
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
-use uuid::Uuid;
 
 use super::text::{char_len, find_in, string_schema, CharRanges, CONTROL, SLASH};
 
@@ -100,37 +98,52 @@ principal_id!(
     "service name"
 );
 
-/// A file's id: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FileId(Uuid);
+/// Declares a UUIDv7 id type: fresh ids sort by creation time, and the stored
+/// (hyphenated lowercase) form sorts the same way, so an id is its own keyset cursor.
+macro_rules! time_ordered_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+            serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(uuid::Uuid);
 
-impl FileId {
-    /// A fresh id for a file created now.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
+        impl $name {
+            #[doc = concat!("A fresh id for ", $what, " created now.")]
+            pub fn new() -> Self {
+                Self(uuid::Uuid::now_v7())
+            }
+        }
 
-impl Default for FileId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
 
-impl FromStr for FileId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                uuid::Uuid::parse_str(s).map(Self)
+            }
+        }
 
-impl fmt::Display for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Hyphenated lowercase: the stored form, whose text order is the id order.
-        write!(f, "{}", self.0.hyphenated())
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0.hyphenated())
+            }
+        }
+    };
 }
+pub(crate) use time_ordered_id;
+
+time_ordered_id!(
+    /// A file's id: a UUIDv7, so ids sort by creation time.
+    FileId,
+    "a file"
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ mod completion;
 mod cursor;
 mod file;
 mod ids;
+mod job;
 mod parts;
 mod text;
 mod transfer;
@@ -17,12 +18,13 @@ pub use batch::{
     MAX_BATCH_TTL_SECS,
 };
 pub use completion::{Completed, Completion};
-pub use cursor::{BatchCursor, Cursor, TransferCursor};
+pub use cursor::{BatchCursor, Cursor, JobCursor, TransferCursor};
 pub use file::{
     declared_sha256_schema, object_key, sha256_schema, ContentType, File, FileMetadata, FileName,
     FileStatus, MAX_METADATA_BYTES,
 };
 pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
+pub use job::{Job, JobGroupId, JobId, JobKind, JobState, Replica};
 pub use parts::{choose_part_size, PartPlan, PartSizeError};
 pub use transfer::{
     AcceptFrom, Inbox, Recipient, Transfer, TransferId, TransferState, TransferredFile,

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
-use uuid::Uuid;
 
 use super::{sha256_schema, DeviceId, FileId, ServiceName, Sha256, TenantId};
 
@@ -23,37 +22,11 @@ pub const DEFAULT_TRANSFER_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Longest lifetime a sender may ask for.
 pub const MAX_TRANSFER_TTL_SECS: u64 = 30 * 24 * 3600;
 
-/// A transfer's id: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TransferId(Uuid);
-
-impl TransferId {
-    /// A fresh id for a transfer created now.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for TransferId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FromStr for TransferId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Hyphenated lowercase: the stored form, whose text order is the id order.
-        write!(f, "{}", self.0.hyphenated())
-    }
-}
+super::ids::time_ordered_id!(
+    /// A transfer's id: a UUIDv7, so ids sort by creation time.
+    TransferId,
+    "a transfer"
+);
 
 /// The state of a transfer, and of each of its recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
 use uuid::Uuid;
 
-use crate::domain::{Batch, DeviceId, File, TenantId, Transfer};
+use crate::domain::{Batch, DeviceId, File, Job, JobId, JobState, TenantId, Transfer};
 
 /// JSON Schema of the events valet publishes (served at `/schemas/file-event.json`).
 pub const FILE_EVENT_SCHEMA: &str = include_str!("file-event.schema.json");
@@ -18,6 +18,9 @@ pub const TRANSFER_EVENT_SCHEMA: &str = include_str!("transfer-event.schema.json
 
 /// JSON Schema of batch events (served at `/schemas/batch-event.json`).
 pub const BATCH_EVENT_SCHEMA: &str = include_str!("batch-event.schema.json");
+
+/// JSON Schema of job events (served at `/schemas/job-event.json`).
+pub const JOB_EVENT_SCHEMA: &str = include_str!("job-event.schema.json");
 
 /// Namespace for event ids: `uuid5(NAMESPACE, "<file id>/<event>")`, so an event's
 /// id is the same however often it is produced, and consumers can dedupe on it.
@@ -91,7 +94,46 @@ pub fn file_event(
     context: &EventContext,
     time: DateTime<Utc>,
 ) -> anyhow::Result<OutboxEvent> {
-    let subject = root_subject(&file.tenant_id, file.device_id.as_ref(), file.id);
+    outbox_event(
+        &format!("{}/{}", file.id, kind.name()),
+        kind.cloudevent_type(),
+        root_subject(&file.tenant_id, file.device_id.as_ref(), file.id),
+        time,
+        context,
+        file_data(file, context)?,
+        None,
+    )
+}
+
+/// Builds `io.valet.file.moved`: `file` (already on its new backend) was moved
+/// from `from` by job `job`. `data` is the file as [`file_event`] gives it, plus
+/// `from_backend` and `to_backend`; its id is `uuid5(NAMESPACE, "<file id>/moved/<job id>")`.
+pub fn file_moved_event(
+    file: &File,
+    from: &str,
+    job: JobId,
+    context: &EventContext,
+    time: DateTime<Utc>,
+) -> anyhow::Result<OutboxEvent> {
+    let mut data = file_data(file, context)?;
+    if let Some(fields) = data.as_object_mut() {
+        fields.insert("from_backend".into(), from.into());
+        fields.insert("to_backend".into(), file.backend.as_str().into());
+    }
+    outbox_event(
+        &format!("{}/moved/{job}", file.id),
+        "io.valet.file.moved".to_owned(),
+        root_subject(&file.tenant_id, file.device_id.as_ref(), file.id),
+        time,
+        context,
+        data,
+        Some(("jobid", job.to_string())),
+    )
+}
+
+/// The File as the API returns it, plus the object's `key` and its `bucket` (S3)
+/// or `container` (Azure).
+fn file_data(file: &File, context: &EventContext) -> anyhow::Result<serde_json::Value> {
     let mut data = serde_json::to_value(file)?;
     if let Some(fields) = data.as_object_mut() {
         fields.insert("key".into(), file.object_key.as_str().into());
@@ -99,14 +141,27 @@ pub fn file_event(
             fields.insert(location.field.into(), location.name.clone().into());
         }
     }
+    Ok(data)
+}
+
+/// Builds the event reporting that `job` ended in its (final) state at `time`:
+/// `io.valet.job.<state>`, with the `jobid` extension attribute. Its id is
+/// `uuid5(NAMESPACE, "job/<job id>/<state>")`; `data` is the job as the API returns it.
+pub fn job_event(
+    job: &Job,
+    context: &EventContext,
+    time: DateTime<Utc>,
+) -> anyhow::Result<OutboxEvent> {
+    debug_assert!(job.state.is_final());
+    let state: JobState = job.state;
     outbox_event(
-        &format!("{}/{}", file.id, kind.name()),
-        kind.cloudevent_type(),
-        subject,
+        &format!("job/{}/{state}", job.id),
+        format!("io.valet.job.{state}"),
+        format!("{}/jobs/{}", job.tenant_id, job.id),
         time,
         context,
-        data,
-        None,
+        serde_json::to_value(job)?,
+        Some(("jobid", job.id.to_string())),
     )
 }
 

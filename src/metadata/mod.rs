@@ -6,6 +6,7 @@ mod cache_invalidations;
 pub mod db;
 mod file_records;
 mod group_commit;
+mod jobs;
 mod outbox;
 mod parts;
 mod reconcile;
@@ -36,6 +37,11 @@ pub use file_records::{
     GetFile, ListFiles, MarkDeleted, MarkRejected, MarkUploaded, MarkVerifying, Transition,
 };
 pub use group_commit::{GroupCommit, InsertError};
+pub use jobs::{
+    job_for, AppendJobLog, Attempt, Cancel, CancelJob, ClaimJobs, ClaimMovedSources, CountJobs,
+    CreateJob, CreateJobGroup, EndAttempt, Ended, FileSelector, GetJob, GetJobLog, ListJobs,
+    MovedSourceSettled, NewGroup, NewJob, RenewJob, Renewal, SourceToDelete,
+};
 pub use outbox::{
     ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,
 };

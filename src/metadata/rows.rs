@@ -6,7 +6,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::{files, outbox};
-use crate::domain::{DeviceId, File, FileId, FileStatus, ObjectKey, PartPlan, Sha256, TenantId};
+use crate::domain::{
+    DeviceId, File, FileId, FileStatus, ObjectKey, PartPlan, Replica, Sha256, TenantId,
+};
 use valet_backends::UploadId;
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -30,6 +32,7 @@ pub(super) struct FileRow {
     pub part_size: Option<i64>,
     pub multipart_upload_id: Option<String>,
     pub batch_id: Option<String>,
+    pub replicas: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -106,6 +109,7 @@ impl FileRow {
                 .map(|p| i64::try_from(p.part_size).unwrap_or(i64::MAX)),
             multipart_upload_id: file.parts.as_ref().map(|p| p.upload_id.as_str().to_owned()),
             batch_id: None,
+            replicas: encode_replicas(&file.replicas),
         }
     }
 
@@ -137,6 +141,10 @@ impl FileRow {
                 .map_err(|_| bad("metadata"))?,
             created_at: utc(self.created_at),
             uploaded_at: self.uploaded_at.map(utc),
+            replicas: match &self.replicas {
+                None => Vec::new(),
+                Some(json) => serde_json::from_str(json).map_err(|_| bad("replicas"))?,
+            },
             object_key: ObjectKey::parse(&self.object_key).map_err(|_| bad("object_key"))?,
             upload_expires_at: utc(self.upload_expires_at),
             parts: match (self.part_size, self.multipart_upload_id) {
@@ -149,6 +157,14 @@ impl FileRow {
             },
         })
     }
+}
+
+/// The stored form of a file's replicas: `NULL` when there are none.
+pub(super) fn encode_replicas(replicas: &[Replica]) -> Option<String> {
+    if replicas.is_empty() {
+        return None;
+    }
+    serde_json::to_string(replicas).ok()
 }
 
 pub(super) fn utc(t: NaiveDateTime) -> DateTime<Utc> {

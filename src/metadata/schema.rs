@@ -22,6 +22,7 @@ diesel::table! {
         multipart_upload_id -> Nullable<Text>,
         sweep_after -> Nullable<Timestamp>,
         batch_id -> Nullable<Text>,
+        replicas -> Nullable<Text>,
     }
 }
 
@@ -118,6 +119,40 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    jobs (id) {
+        id -> Text,
+        tenant_id -> Text,
+        group_id -> Nullable<Text>,
+        kind -> Text,
+        file_id -> Text,
+        source_backend -> Text,
+        target_backend -> Text,
+        object_key -> Text,
+        state -> Text,
+        bytes_total -> BigInt,
+        bytes_done -> BigInt,
+        attempts -> Integer,
+        error -> Nullable<Text>,
+        cancel_requested -> Bool,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        run_after -> Timestamp,
+        source_delete_after -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    job_log (id) {
+        id -> BigInt,
+        job_id -> Text,
+        at -> Timestamp,
+        line -> Text,
+    }
+}
+
 diesel::joinable!(transfer_recipients -> transfers (transfer_id));
 diesel::joinable!(transfers -> files (file_id));
 
@@ -129,5 +164,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     transfers,
     transfer_recipients,
     inboxes,
-    batches
+    batches,
+    jobs,
+    job_log
 );

@@ -1,6 +1,7 @@
 //! Routing keys: `file.<event>.<tenant>.<device or "shared">` for file events,
 //! `transfer.<event>.<tenant>.<recipient>` for transfer events,
-//! `batch.<event>.<tenant>.<device or "shared">` for batch events, with ids encoded so
+//! `batch.<event>.<tenant>.<device or "shared">` for batch events,
+//! `job.<state>.<tenant>` for job events, with ids encoded so
 //! that no id can add words or wildcards to the key.
 //!
 //! Encoding of a tenant or device id: ASCII letters, digits, `-` and `_` stay as
@@ -38,13 +39,15 @@ pub fn encode_segment(id: &str) -> String {
 /// The routing key of an outbox event of CloudEvents type `event_type`
 /// (`io.valet.<subject>.<event>`): `transfer.<event>.<tenant>.<recipient>` for
 /// transfer events, `batch.<event>.<tenant>.<device or "shared">` for batch events,
-/// else [`routing_key`].
+/// `job.<state>.<tenant>` for job events, else [`routing_key`].
 pub fn routing_key_for(event_type: &str, tenant: &str, device: Option<&str>) -> String {
     let event = event_type.rsplit('.').next().unwrap_or(event_type);
     if event_type.starts_with("io.valet.transfer.") {
         subject_key("transfer", event, tenant, device)
     } else if event_type.starts_with("io.valet.batch.") {
         subject_key("batch", event, tenant, device)
+    } else if event_type.starts_with("io.valet.job.") {
+        format!("job.{event}.{}", encode_segment(tenant))
     } else {
         routing_key(event, tenant, device)
     }
@@ -110,6 +113,10 @@ mod tests {
         assert_eq!(
             routing_key_for("io.valet.file.uploaded", "acme", Some("dev-9")),
             "file.uploaded.acme.dev-9"
+        );
+        assert_eq!(
+            routing_key_for("io.valet.job.succeeded", "a.b", None),
+            "job.succeeded.a%2Eb"
         );
         assert_eq!(
             routing_key_for("io.valet.transfer.revoked", "a.b", Some("*")),

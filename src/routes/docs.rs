@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{batches, files, health, inboxes, objects, parts, storage_events, transfers};
+use super::{batches, files, health, inboxes, jobs, objects, parts, storage_events, transfers};
 use crate::problem::{ErrorCode, Problem};
 use crate::service::CreateUpload;
 
@@ -28,6 +28,7 @@ use crate::service::CreateUpload;
         inboxes::get_inbox, inboxes::put_inbox,
         batches::create_batch, batches::list_batches, batches::get_batch,
         batches::commit_batch, batches::abandon_batch,
+        jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::job_log, jobs::cancel_job,
         objects::put_object, objects::get_object, objects::head_object,
         storage_events::storage_events,
         health::healthz, health::readyz, health::render_metrics,
@@ -48,12 +49,16 @@ use crate::service::CreateUpload;
         transfers::CreatedTransfer, transfers::TransferList,
         crate::domain::Batch, crate::domain::BatchState, crate::service::CreateBatchRequest,
         batches::BatchList,
+        crate::domain::Job, crate::domain::JobKind, crate::domain::JobState,
+        crate::domain::Replica, crate::service::CreateJobRequest,
+        crate::service::SelectorRequest, jobs::JobBody, jobs::JobGroup, jobs::JobList,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "files", description = "Uploads, downloads and file metadata"),
         (name = "transfers", description = "Files offered by one device (or a service) to other devices of the tenant, and each device's inbox allow list"),
         (name = "batches", description = "Many files delivered as one: uploaded into an open batch, announced together when it is committed"),
+        (name = "jobs", description = "Copies and moves of files' objects between backends, run in the background (service tokens)"),
         (name = "local storage", description = "The local backend's data plane, authorized by URL signatures"),
         (name = "storage events", description = "Object-created notifications from storage, authenticated by a per-backend secret"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -214,28 +219,26 @@ pub fn configure(cfg: &mut web::ServiceConfig, description: serde_json::Value) {
             .insert_header(("Location", "/docs/"))
             .finish()
     })))
-    .service(
-        web::resource("/schemas/file-event.json").route(web::get().to(|| async {
-            HttpResponse::Ok()
-                .content_type("application/schema+json")
-                .body(crate::events::FILE_EVENT_SCHEMA)
-        })),
-    )
-    .service(
-        web::resource("/schemas/transfer-event.json").route(web::get().to(|| async {
-            HttpResponse::Ok()
-                .content_type("application/schema+json")
-                .body(crate::events::TRANSFER_EVENT_SCHEMA)
-        })),
-    )
-    .service(
-        web::resource("/schemas/batch-event.json").route(web::get().to(|| async {
-            HttpResponse::Ok()
-                .content_type("application/schema+json")
-                .body(crate::events::BATCH_EVENT_SCHEMA)
-        })),
-    )
+    .service(event_schema("file-event", crate::events::FILE_EVENT_SCHEMA))
+    .service(event_schema(
+        "transfer-event",
+        crate::events::TRANSFER_EVENT_SCHEMA,
+    ))
+    .service(event_schema(
+        "batch-event",
+        crate::events::BATCH_EVENT_SCHEMA,
+    ))
+    .service(event_schema("job-event", crate::events::JOB_EVENT_SCHEMA))
     .service(SwaggerUi::new("/docs/{_:.*}").external_url_unchecked("/openapi.json", description));
+}
+
+/// `GET /schemas/<name>.json`: one event schema.
+fn event_schema(name: &str, schema: &'static str) -> actix_web::Resource {
+    web::resource(format!("/schemas/{name}.json")).route(web::get().to(move || async move {
+        HttpResponse::Ok()
+            .content_type("application/schema+json")
+            .body(schema)
+    }))
 }
 
 #[cfg(test)]

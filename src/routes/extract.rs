@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::caller;
 use crate::auth::Authenticated;
-use crate::domain::{BatchId, DeviceId, FileId, TransferId};
+use crate::domain::{BatchId, DeviceId, FileId, JobId, TransferId};
 use crate::problem::{ApiError, ErrorCode};
 use crate::service::FileService;
 
@@ -135,6 +135,12 @@ uuid_path_param!(
     /// The `{id}` of a `/v1/batches/{id}…` path; one that is not a UUID is "not found".
     BatchIdParam(BatchId),
     "no such batch (batch ids are UUIDs)"
+);
+
+uuid_path_param!(
+    /// The `{id}` of a `/v1/jobs/{id}…` path; one that is not a UUID is "not found".
+    JobIdParam(JobId),
+    "no such job (job ids are UUIDs)"
 );
 
 /// A JSON body that must be an object: serde would also build a struct from an

@@ -7,6 +7,7 @@ mod extract;
 mod files;
 mod health;
 mod inboxes;
+mod jobs;
 mod objects;
 mod parts;
 mod storage_events;
@@ -45,6 +46,7 @@ pub fn configure(
     .configure(files::configure)
     .configure(transfers::configure)
     .configure(batches::configure)
+    .configure(jobs::configure)
     .configure(inboxes::configure)
     .configure(usage::configure)
     .configure(objects::configure)

@@ -201,6 +201,7 @@ impl FileService {
             metadata: metadata.into_inner(),
             created_at: now,
             uploaded_at: None,
+            replicas: Vec::new(),
             upload_expires_at: now + Duration::seconds(ttl as i64),
             parts: None,
         };

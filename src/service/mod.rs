@@ -10,6 +10,7 @@
 mod batches;
 mod complete;
 mod create;
+mod jobs;
 mod orphans;
 mod parts;
 mod query;
@@ -19,6 +20,7 @@ mod usage;
 
 pub use batches::{BatchListRequest, CreateBatchRequest};
 pub use create::{CreateUpload, NamedRoot, Upload};
+pub use jobs::{Cancelled, CreateJobRequest, CreatedJobs, JobListRequest, SelectorRequest};
 pub use parts::{HeldPart, PartRequest, PartsReport, SignedPart, MAX_PARTS_PER_REQUEST};
 pub use query::ListRequest;
 pub use transfers::{Direction, InboxRequest, SendRequest, TransferListRequest};
@@ -255,10 +257,14 @@ impl FileService {
     }
 
     async fn delete_object(&self, file: &File) {
-        if let Err(e) = self.storage.delete(&file.backend, &file.object_key).await {
-            // The record already says the object is gone; the orphan is harmless
-            // and is logged so an operator can remove it.
-            tracing::error!(file_id = %file.id, error = %e, "could not delete object");
+        let copies = std::iter::once(file.backend.as_str())
+            .chain(file.replicas.iter().map(|r| r.backend.as_str()));
+        for backend in copies {
+            if let Err(e) = self.storage.delete(backend, &file.object_key).await {
+                // The record already says the object is gone; the orphan is harmless
+                // and is logged so an operator can remove it.
+                tracing::error!(file_id = %file.id, error = %e, "could not delete object");
+            }
         }
     }
 

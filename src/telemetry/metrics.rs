@@ -80,6 +80,27 @@ pub fn record_transfer(state: &'static str, tenant: &str) {
     counter!("valet_transfers_total", "state" => state, "tenant" => tenant.to_owned()).increment(1);
 }
 
+/// A job of `kind` entering `state`: the transitions of jobs by state and kind.
+pub fn record_job(kind: &'static str, state: &'static str) {
+    counter!("valet_jobs_total", "kind" => kind, "state" => state).increment(1);
+}
+
+/// How many jobs are in each state, by kind (refreshed by the mover).
+pub fn set_jobs(kind: &'static str, state: &'static str, count: i64) {
+    gauge!("valet_jobs", "kind" => kind, "state" => state).set(count as f64);
+}
+
+/// A copy of `kind` wrote `bytes` to its target.
+pub fn record_job_bytes(kind: &'static str, bytes: u64) {
+    counter!("valet_job_bytes_copied_total", "kind" => kind).increment(bytes);
+}
+
+/// A copy finished (verified) after `seconds`, at `bytes_per_second`.
+pub fn record_job_copy(seconds: f64, bytes_per_second: f64) {
+    histogram!("valet_job_copy_duration_seconds").record(seconds);
+    gauge!("valet_job_copy_throughput_bytes_per_second").set(bytes_per_second);
+}
+
 /// Database pool state after a checkout, and how long the checkout waited.
 pub fn record_pool(state: r2d2::State, max_size: u32, waited: Duration) {
     let idle = f64::from(state.idle_connections);
