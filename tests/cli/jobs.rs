@@ -334,7 +334,7 @@ fn a_move_interrupted_by_a_crash_ends_exactly_once_after_a_restart() {
     // attempts to start.
     write_config(
         dir,
-        "data_dir = \"state\"\n\n[jobs]\nchunk_size_bytes = 1048576\nlease_secs = 2\n\
+        "data_dir = \"state\"\n\n[jobs]\nchunk_size_bytes = 5242880\nlease_secs = 2\n\
          poll_interval_ms = 100\nretry_backoff_secs = 1\n",
     );
     // `root = "objects2"` of the config is relative to the working directory.
