@@ -702,11 +702,13 @@ async fn create_jobs(kind: &str, args: JobCreateArgs) -> anyhow::Result<()> {
     let client = ApiClient::new(&args.client.url, &args.client.token)?;
     // Refuse before creating anything when the token's tenant shows on its files;
     // the answer's jobs are checked again below, for a tenant with no file yet.
+    let mut confirmed = false;
     if let Some(intended) = &args.tenant {
         if let Some(actual) = client.token_tenant(args.file.as_deref()).await {
             if &actual != intended {
                 bail!(wrong_tenant(intended, &actual, "nothing was created"));
             }
+            confirmed = true;
         }
     }
     let created = match &args.file {
@@ -755,6 +757,14 @@ async fn create_jobs(kind: &str, args: JobCreateArgs) -> anyhow::Result<()> {
         CreatedJobs::Group { group_id, jobs } => {
             println!("group {group_id}");
             println!("{} {kind} jobs", jobs.len());
+            if let (Some(intended), true, false) = (&args.tenant, jobs.is_empty(), confirmed) {
+                // Nothing showed the token's tenant: an empty answer may come from
+                // a token of another tenant, which has no files.
+                eprintln!(
+                    "note: the token's tenant could not be checked against {intended:?} \
+                     (no file and no job shows it)"
+                );
+            }
         }
     }
     if !args.wait {

@@ -95,6 +95,19 @@ fn outbox_events(dir: &Path, event_type: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Asserts every outbox entry's event is valid by `schema`.
+fn assert_valid(schema: &str, entries: &[Value]) {
+    let schema: Value = serde_json::from_str(schema).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    for entry in entries {
+        let errors: Vec<String> = validator
+            .iter_errors(&entry["payload"])
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{:#}", entry["payload"]);
+    }
+}
+
 /// Whether `line` starts with an RFC 3339 timestamp followed by a space.
 fn starts_with_timestamp(line: &str) -> bool {
     line.split_once(' ')
@@ -273,9 +286,23 @@ fn move_a_tenant_list_show_log_cancel_and_copy_one_file() {
     ));
     assert!(out.stderr.contains("not_found"), "{}", out.all());
 
-    // The events: one success and one file.moved per job.
-    assert_eq!(outbox_events(dir, "io.valet.job.succeeded").len(), 3);
-    assert_eq!(outbox_events(dir, "io.valet.file.moved").len(), 3);
+    // The events: one success and one file.moved per job, each valid by its schema.
+    let succeeded = outbox_events(dir, "io.valet.job.succeeded");
+    assert_eq!(succeeded.len(), 3);
+    assert_valid(valet::events::JOB_EVENT_SCHEMA, &succeeded);
+    let moved = outbox_events(dir, "io.valet.file.moved");
+    assert_eq!(moved.len(), 3);
+    assert_valid(valet::events::FILE_EVENT_SCHEMA, &moved);
+    for event in &moved {
+        let data = &event["payload"]["data"];
+        assert_eq!(data["from_backend"], "local", "{event}");
+        assert_eq!(data["to_backend"], "local2", "{event}");
+        assert_eq!(data["backend"], "local2", "{event}");
+    }
+    assert_valid(
+        valet::events::FILE_EVENT_SCHEMA,
+        &outbox_events(dir, "io.valet.file.uploaded"),
+    );
 
     // One file: copy it back to local as a replica; it stays on local2.
     let (file_id, bytes) = &files[0];
@@ -395,6 +422,7 @@ fn a_move_interrupted_by_a_crash_ends_exactly_once_after_a_restart() {
         .collect();
     assert_eq!(succeeded.len(), 1, "{succeeded:#?}");
     assert_eq!(succeeded[0]["payload"]["jobid"], job_id.as_str());
+    assert_valid(valet::events::JOB_EVENT_SCHEMA, &succeeded);
     assert_eq!(outbox_events(dir, "io.valet.file.moved").len(), 1);
 
     let (_, file) = api_get(&server, &service, &format!("/v1/files/{file_id}"));
