@@ -110,6 +110,7 @@ fn sample_file() -> File {
         created_at: now,
         uploaded_at: None,
         replicas: Vec::new(),
+        batch_id: None,
         upload_expires_at: now + TimeDelta::minutes(15),
         parts: None,
     }

@@ -2,8 +2,8 @@
 //!
 //! Everything that knows a store's wire format lives in this crate: signing the
 //! requests devices send straight to storage, and the few operations valet itself
-//! performs on objects (stat, hash, delete, probe). The service only sees the
-//! [`Backend`] trait.
+//! performs on objects (stat, hash, streaming read and write, delete, probe). The
+//! service only sees the [`Backend`] trait.
 
 pub mod azblob;
 mod capabilities;
@@ -118,22 +118,14 @@ pub trait Backend: Multipart + Send + Sync + 'static {
     async fn sha256(&self, key: &ObjectKey) -> Result<Sha256, BackendError>;
 
     /// Streams an object's bytes; an absent object is [`BackendError::NotFound`].
-    async fn read(&self, _key: &ObjectKey) -> Result<ObjectStream, BackendError> {
-        Err(BackendError::Config(
-            "streaming reads are not implemented yet".into(),
-        ))
-    }
+    async fn read(&self, key: &ObjectKey) -> Result<ObjectStream, BackendError>;
 
     /// Starts writing the object `key` as described by `spec`.
     async fn write(
         &self,
-        _key: &ObjectKey,
-        _spec: &WriteSpec,
-    ) -> Result<Box<dyn ObjectWriter>, BackendError> {
-        Err(BackendError::Config(
-            "streaming writes are not implemented yet".into(),
-        ))
-    }
+        key: &ObjectKey,
+        spec: &WriteSpec,
+    ) -> Result<Box<dyn ObjectWriter>, BackendError>;
 
     /// Removes an object; removing an absent object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError>;

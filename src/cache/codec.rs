@@ -46,6 +46,9 @@ struct CachedFile {
     // Absent from entries cached before jobs existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     replicas: Vec<Replica>,
+    // Absent from entries of files outside any batch, and from those cached before batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_id: Option<String>,
 }
 
 impl From<&File> for CachedFile {
@@ -69,6 +72,7 @@ impl From<&File> for CachedFile {
             part_size: f.parts.as_ref().map(|p| p.part_size),
             multipart_upload_id: f.parts.as_ref().map(|p| p.upload_id.as_str().to_owned()),
             replicas: f.replicas.clone(),
+            batch_id: f.batch_id.map(|b| b.to_string()),
         }
     }
 }
@@ -96,6 +100,12 @@ impl TryFrom<CachedFile> for File {
             created_at: c.created_at,
             uploaded_at: c.uploaded_at,
             replicas: c.replicas,
+            batch_id: c
+                .batch_id
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| format!("batch_id: {e}"))?,
             object_key: ObjectKey::parse(&c.object_key).map_err(|e| format!("object_key: {e}"))?,
             upload_expires_at: c.upload_expires_at,
             parts: match (c.part_size, c.multipart_upload_id) {
@@ -177,6 +187,7 @@ mod tests {
             created_at: Utc::now(),
             uploaded_at: Some(Utc::now()),
             replicas: Vec::new(),
+            batch_id: None,
             upload_expires_at: Utc::now(),
             parts: Some(PartPlan {
                 part_size: 5 * 1024 * 1024,

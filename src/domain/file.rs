@@ -12,7 +12,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use super::text::{char_len, find_in, pattern_without, string_schema, CONTROL, HIDDEN_FORMAT};
-use super::{DeviceId, FileId, ObjectKey, PartPlan, Replica, Root, Sha256, TenantId};
+use super::{BatchId, DeviceId, FileId, ObjectKey, PartPlan, Replica, Root, Sha256, TenantId};
 
 /// A file as valet records it and the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -47,6 +47,9 @@ pub struct File {
     pub uploaded_at: Option<DateTime<Utc>>,
     /// Verified copies of the object on other backends (made by `copy` jobs).
     pub replicas: Vec<Replica>,
+    /// The batch the file was created in; `null` for a file outside any batch.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub batch_id: Option<BatchId>,
     /// Where the object lives in its backend.
     #[serde(skip)]
     pub object_key: ObjectKey,

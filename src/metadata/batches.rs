@@ -67,7 +67,9 @@ pub struct AbandonBatch {
     pub expired: bool,
 }
 
-/// Open batches whose `expires_at` is before `now`, up to `limit`.
+/// Open batches whose `expires_at` is before `now`, and abandoned batches that
+/// still hold live files (an abandon interrupted before it deleted them all), up
+/// to `limit`.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<BatchId>, StoreError>")]
 pub struct DueBatches {
@@ -391,9 +393,18 @@ impl Handler<DueBatches> for MetadataStore {
     type Result = Result<Vec<BatchId>, StoreError>;
     fn handle(&mut self, msg: DueBatches, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.conn()?;
+        let live_files = files::table
+            .filter(files::batch_id.eq(batches::id.nullable()))
+            .filter(files::status.ne(FileStatus::Deleted.as_str()));
         let ids: Vec<String> = batches::table
-            .filter(batches::state.eq(BatchState::Open.as_str()))
-            .filter(batches::expires_at.lt(msg.now.naive_utc()))
+            .filter(
+                batches::state
+                    .eq(BatchState::Open.as_str())
+                    .and(batches::expires_at.lt(msg.now.naive_utc()))
+                    .or(batches::state
+                        .eq(BatchState::Abandoned.as_str())
+                        .and(diesel::dsl::exists(live_files))),
+            )
             .order(batches::expires_at.asc())
             .limit(msg.limit)
             .select(batches::id)

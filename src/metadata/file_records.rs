@@ -90,9 +90,10 @@ fn load_in_batch(
         .optional()?;
     match row {
         None => Ok(None),
-        Some(mut row) => {
-            let batch = row.batch_id.take();
-            Ok(Some((row.into_file()?, batch)))
+        Some(row) => {
+            let file = row.into_file()?;
+            let batch = file.batch_id.map(|b| b.to_string());
+            Ok(Some((file, batch)))
         }
     }
 }

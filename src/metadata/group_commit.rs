@@ -28,8 +28,6 @@ const MAX_WRITERS: usize = 16;
 
 struct Job {
     file: File,
-    /// The batch the file joins (`None` for almost every file).
-    batch: Option<BatchId>,
     limits: QuotaLimits,
     reply: oneshot::Sender<Result<File, InsertError>>,
 }
@@ -79,30 +77,14 @@ impl GroupCommit {
         Ok(Self { queue })
     }
 
-    /// Records a new pending file, reserving its room within `limits`; answers once
-    /// its row is committed (or with the quota it would break).
-    pub async fn insert(&self, file: File, limits: QuotaLimits) -> Result<File, StoreError> {
-        self.insert_in(file, None, limits)
-            .await
-            .map_err(|e| match e {
-                InsertError::Store(e) => e,
-                // Only a file joining a batch can meet a closed one.
-                InsertError::BatchClosed => StoreError::Internal("no batch was named".into()),
-            })
-    }
-
-    /// [`Self::insert`], the file joining `batch` when given.
-    pub async fn insert_in(
-        &self,
-        file: File,
-        batch: Option<BatchId>,
-        limits: QuotaLimits,
-    ) -> Result<File, InsertError> {
+    /// Records a new pending file (joining its batch, if it names one), reserving
+    /// its room within `limits`; answers once its row is committed (or with the
+    /// quota it would break).
+    pub async fn insert(&self, file: File, limits: QuotaLimits) -> Result<File, InsertError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job {
                 file,
-                batch,
                 limits,
                 reply,
             })
@@ -165,7 +147,7 @@ fn insert_group(
     group: &[Job],
 ) -> Result<Vec<Option<Refusal>>, StoreError> {
     let closed = closed_batches(conn, group)?;
-    let joins = |job: &Job| job.batch.is_none_or(|b| !closed.contains(&b));
+    let joins = |job: &Job| job.file.batch_id.is_none_or(|b| !closed.contains(&b));
     let admitted: Vec<&Job> = group.iter().filter(|job| joins(job)).collect();
     let files: Vec<(&File, QuotaLimits)> = admitted.iter().map(|j| (&j.file, j.limits)).collect();
     let reservation = usage::reserve(conn, &files)?;
@@ -173,10 +155,7 @@ fn insert_group(
         .iter()
         .zip(&reservation.outcomes)
         .filter(|(_, outcome)| outcome.is_ok())
-        .map(|(job, _)| FileRow {
-            batch_id: job.batch.map(|b| b.to_string()),
-            ..FileRow::from_file(&job.file)
-        })
+        .map(|(job, _)| FileRow::from_file(&job.file))
         .collect();
     if !rows.is_empty() {
         insert_rows(conn, rows)?;
@@ -209,7 +188,7 @@ fn insert_group(
 fn closed_batches(conn: &mut DbConnection, group: &[Job]) -> Result<HashSet<BatchId>, StoreError> {
     let named: Vec<String> = group
         .iter()
-        .filter_map(|job| job.batch.map(|b| b.to_string()))
+        .filter_map(|job| job.file.batch_id.map(|b| b.to_string()))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();

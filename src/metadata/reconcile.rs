@@ -168,9 +168,9 @@ impl Handler<ExpireMany> for MetadataStore {
                     .get_results(sqlite)?,
             };
             let mut expired = Vec::with_capacity(rows.len());
-            for mut row in rows {
-                let batch = row.batch_id.take();
+            for row in rows {
                 let file = row.into_file()?;
+                let batch = file.batch_id.map(|b| b.to_string());
                 // A file of a batch not yet committed was never announced, so
                 // neither is its expiry; only files in a batch pay this read.
                 let announced = match &batch {

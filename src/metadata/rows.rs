@@ -108,7 +108,7 @@ impl FileRow {
                 .as_ref()
                 .map(|p| i64::try_from(p.part_size).unwrap_or(i64::MAX)),
             multipart_upload_id: file.parts.as_ref().map(|p| p.upload_id.as_str().to_owned()),
-            batch_id: None,
+            batch_id: file.batch_id.map(|b| b.to_string()),
             replicas: encode_replicas(&file.replicas),
         }
     }
@@ -141,6 +141,12 @@ impl FileRow {
                 .map_err(|_| bad("metadata"))?,
             created_at: utc(self.created_at),
             uploaded_at: self.uploaded_at.map(utc),
+            batch_id: self
+                .batch_id
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|_| bad("batch_id"))?,
             replicas: match &self.replicas {
                 None => Vec::new(),
                 Some(json) => serde_json::from_str(json).map_err(|_| bad("replicas"))?,

@@ -278,7 +278,8 @@ impl FileService {
     }
 
     /// Abandons the open batches past their `expires_at` (the reconciler's path),
-    /// each with an `io.valet.batch.expired` event; returns how many.
+    /// each with an `io.valet.batch.expired` event, and finishes abandons that were
+    /// interrupted before all their files were deleted; returns how many batches.
     pub async fn expire_batches(&self, batch_size: i64) -> Result<usize, ApiError> {
         let due = self
             .ask(DueBatches {

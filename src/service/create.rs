@@ -202,6 +202,7 @@ impl FileService {
             created_at: now,
             uploaded_at: None,
             replicas: Vec::new(),
+            batch_id: request.batch_id,
             upload_expires_at: now + Duration::seconds(ttl as i64),
             parts: None,
         };
@@ -237,11 +238,7 @@ impl FileService {
             }
         };
         let quotas = TenantPolicies::quotas(&policy);
-        let file = match self
-            .writes
-            .insert_in(file.clone(), request.batch_id, quotas)
-            .await
-        {
+        let file = match self.writes.insert(file.clone(), quotas).await {
             Ok(file) => file,
             Err(InsertError::BatchClosed) => {
                 self.abort_parts(&file).await;

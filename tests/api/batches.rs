@@ -523,6 +523,32 @@ async fn the_reconciler_expires_open_batches_and_deletes_their_objects() {
 }
 
 #[actix_web::test]
+async fn the_reconciler_finishes_an_abandon_that_was_interrupted() {
+    let app = spawn_app_with(|s| {
+        s.reconciler.interval_secs = 1;
+    })
+    .await;
+    let device = app.device_token("acme", "dev-1");
+    let batch = id_of(&app.create_batch_ok(&device, json!({})).await);
+    let file = app
+        .upload(&device, &body_of(64), json!({"batch_id": batch}))
+        .await;
+    assert_eq!(file["batch_id"], batch.as_str(), "{file}");
+    let file = id_of(&file);
+    // The batch became `abandoned`, then the instance stopped before deleting its files.
+    app.execute_sql(format!(
+        "UPDATE batches SET state = 'abandoned' WHERE id = '{batch}'"
+    ))
+    .await;
+    app.wait_for_file(&device, &file, |f| f["status"] == "deleted")
+        .await;
+    assert!(app.stored_objects().is_empty());
+    // A file outside any batch says so.
+    let lone = app.upload(&device, &body_of(8), json!({})).await;
+    assert_eq!(lone["batch_id"], Value::Null, "{lone}");
+}
+
+#[actix_web::test]
 async fn two_instances_committing_one_batch_record_one_set_of_events() {
     let app = spawn_app_on_postgres(|_| {}).await;
     let second = app.spawn_another_instance().await;

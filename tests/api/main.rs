@@ -26,4 +26,5 @@ mod postgres;
 mod ranges;
 mod reconciler;
 mod storage_events;
+mod streaming;
 mod transfers;

@@ -18,10 +18,11 @@ use opendal::{ErrorKind, Operator};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::operator::{hash_object, probe_operator};
+use crate::operator::{hash_object, probe_operator, read_object, start_write};
 use crate::{
     disposition, BackendError, Capabilities, Container, DownloadSpec, HttpEndpoint,
-    MultipartLimits, ObjectKey, ObjectStat, ProbeMode, Secret, Sha256, SignedRequest, UploadSpec,
+    MultipartLimits, ObjectKey, ObjectStat, ObjectStream, ObjectWriter, ProbeMode, Secret, Sha256,
+    SignedRequest, UploadSpec, WriteSpec,
 };
 use sas::{BlobSas, SasKey};
 
@@ -250,6 +251,18 @@ impl crate::Backend for AzblobBackend {
 
     async fn sha256(&self, key: &ObjectKey) -> Result<Sha256, BackendError> {
         hash_object(&self.operator, key).await
+    }
+
+    async fn read(&self, key: &ObjectKey) -> Result<ObjectStream, BackendError> {
+        read_object(&self.operator, key).await
+    }
+
+    async fn write(
+        &self,
+        key: &ObjectKey,
+        spec: &WriteSpec,
+    ) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        start_write(&self.operator, key, spec).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {

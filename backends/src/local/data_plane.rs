@@ -337,20 +337,20 @@ impl<'a> QueryParams<'a> {
 }
 
 /// A temporary file removed when dropped unless it was moved into place.
-struct PartFile {
+pub(super) struct PartFile {
     path: Option<PathBuf>,
 }
 
 impl PartFile {
-    fn new(path: PathBuf) -> Self {
+    pub(super) fn new(path: PathBuf) -> Self {
         Self { path: Some(path) }
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.path.as_deref().unwrap_or(Path::new(""))
     }
 
-    fn disarm(mut self) {
+    pub(super) fn disarm(mut self) {
         self.path = None;
     }
 }

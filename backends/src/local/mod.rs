@@ -5,6 +5,7 @@
 mod data_plane;
 mod multipart;
 mod signature;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Backend, BackendError, Capabilities, DownloadSpec, ObjectKey, ObjectStat, Secret, Sha256,
-    SignedRequest, UploadId, UploadSpec,
+    Backend, BackendError, Capabilities, DownloadSpec, ObjectKey, ObjectStat, ObjectStream,
+    ObjectWriter, Secret, Sha256, SignedRequest, UploadId, UploadSpec, WriteSpec,
 };
 pub use data_plane::{DataPlaneError, DownloadGrant, OpenObject, UploadGrant};
 use signature::{DownloadClaims, UploadClaims, UrlSigner};
@@ -249,6 +250,18 @@ impl Backend for LocalBackend {
         .await
         .map_err(|e| BackendError::Unavailable(format!("hashing stopped: {e}")))??;
         Ok(digest)
+    }
+
+    async fn read(&self, key: &ObjectKey) -> Result<ObjectStream, BackendError> {
+        self.read_object(key).await
+    }
+
+    async fn write(
+        &self,
+        key: &ObjectKey,
+        spec: &WriteSpec,
+    ) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        self.start_write(key, spec).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), BackendError> {

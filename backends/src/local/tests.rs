@@ -1,4 +1,4 @@
-//! The local store on a temporary directory: signing, receiving, verifying.
+//! The local store on a temporary directory: signing, receiving, verifying, streaming.
 
 use super::*;
 use bytes::Bytes;
@@ -174,4 +174,158 @@ fn expired_and_tampered_signatures_are_refused() {
 fn short_secrets_are_refused() {
     let result = LocalBackend::new("l", "/tmp", vec![1; 16], Url::parse("http://x").unwrap());
     assert!(result.is_err());
+}
+
+fn write_spec(body: &[u8]) -> WriteSpec {
+    WriteSpec {
+        size: body.len() as u64,
+        sha256: Sha256::digest(body),
+        content_type: "application/octet-stream".into(),
+        chunk_size: 1024 * 1024,
+    }
+}
+
+/// Bytes that differ from position to position, so a reordered chunk is noticed.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// Writes `body` in chunks of uneven sizes (1 byte up to a little over 1 MiB).
+async fn write_unevenly(writer: &mut Box<dyn ObjectWriter>, body: &[u8]) {
+    let sizes = [1, 4096, 1024 * 1024 + 7, 333_333, 65_536];
+    let mut rest = body;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+        writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        rest = tail;
+    }
+}
+
+async fn read_all(store: &LocalBackend, key: &ObjectKey) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let chunks: Vec<Bytes> = store.read(key).await.unwrap().try_collect().await.unwrap();
+    chunks.concat()
+}
+
+fn incoming_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join(INCOMING_DIR))
+        .unwrap()
+        .next()
+        .is_none()
+}
+
+#[tokio::test]
+async fn a_streamed_write_reads_back_and_reports_its_size_and_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend(dir.path());
+    let key = ObjectKey::parse("t/copy/f").unwrap();
+    let body = patterned(3 * 1024 * 1024 + 12_345);
+    let mut writer = store.write(&key, &write_spec(&body)).await.unwrap();
+    write_unevenly(&mut writer, &body).await;
+    // Nothing is visible before the write is finished.
+    assert!(store.stat(&key).await.unwrap().is_none());
+    writer.finish().await.unwrap();
+
+    assert_eq!(read_all(&store, &key).await, body);
+    let stat = store.stat(&key).await.unwrap().unwrap();
+    assert_eq!(stat.size, body.len() as u64);
+    assert_eq!(stat.sha256, Some(Sha256::digest(&body)));
+    assert!(incoming_is_empty(dir.path()));
+}
+
+#[tokio::test]
+async fn a_write_of_other_bytes_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend(dir.path());
+    let key = ObjectKey::parse("t/copy/f").unwrap();
+    let body = patterned(100_000);
+    let mut corrupted = body.clone();
+    corrupted[50_000] ^= 1;
+    let short = &body[..99_999];
+    for wrong in [&corrupted[..], short] {
+        let mut writer = store.write(&key, &write_spec(&body)).await.unwrap();
+        write_unevenly(&mut writer, wrong).await;
+        assert!(matches!(
+            writer.finish().await,
+            Err(BackendError::Refused(_))
+        ));
+        assert!(store.stat(&key).await.unwrap().is_none());
+        assert!(incoming_is_empty(dir.path()));
+    }
+
+    // A write past the declared size is refused at once.
+    let mut writer = store.write(&key, &write_spec(&body)).await.unwrap();
+    write_unevenly(&mut writer, &body).await;
+    assert!(matches!(
+        writer.write(Bytes::from_static(b"x")).await,
+        Err(BackendError::Refused(_))
+    ));
+    writer.abort().await.unwrap();
+    assert!(store.stat(&key).await.unwrap().is_none());
+    assert!(incoming_is_empty(dir.path()));
+}
+
+#[tokio::test]
+async fn an_aborted_or_dropped_write_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend(dir.path());
+    let key = ObjectKey::parse("t/copy/f").unwrap();
+    let body = patterned(10_000);
+    let mut writer = store.write(&key, &write_spec(&body)).await.unwrap();
+    write_unevenly(&mut writer, &body).await;
+    writer.abort().await.unwrap();
+    assert!(store.stat(&key).await.unwrap().is_none());
+    assert!(incoming_is_empty(dir.path()));
+
+    let mut writer = store.write(&key, &write_spec(&body)).await.unwrap();
+    write_unevenly(&mut writer, &body).await;
+    drop(writer);
+    // The temporary file is removed on the blocking pool: wait for it.
+    for _ in 0..100 {
+        if incoming_is_empty(dir.path()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(incoming_is_empty(dir.path()));
+    assert!(store.stat(&key).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_streamed_write_replaces_an_existing_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend(dir.path());
+    let key = ObjectKey::parse("t/copy/f").unwrap();
+    for body in [patterned(5000), b"shorter and different".to_vec()] {
+        let mut writer = store.write(&key, &write_spec(&body)).await.unwrap();
+        write_unevenly(&mut writer, &body).await;
+        writer.finish().await.unwrap();
+        assert_eq!(read_all(&store, &key).await, body);
+        let stat = store.stat(&key).await.unwrap().unwrap();
+        assert_eq!(stat.size, body.len() as u64);
+        assert_eq!(stat.sha256, Some(Sha256::digest(&body)));
+    }
+}
+
+#[tokio::test]
+async fn reading_a_missing_object_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend(dir.path());
+    let missing = ObjectKey::parse("t/copy/missing").unwrap();
+    assert!(matches!(
+        store.read(&missing).await,
+        Err(BackendError::NotFound(key)) if key == "t/copy/missing"
+    ));
+    // A key that is only a prefix of stored keys names no object either.
+    let body = b"abc";
+    let mut writer = store.write(&missing, &write_spec(body)).await.unwrap();
+    writer.write(Bytes::from_static(body)).await.unwrap();
+    writer.finish().await.unwrap();
+    assert!(matches!(
+        store.read(&ObjectKey::parse("t/copy").unwrap()).await,
+        Err(BackendError::NotFound(_))
+    ));
 }
