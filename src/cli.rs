@@ -662,10 +662,10 @@ async fn run_jobs(command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Copy(args) => create_jobs("copy", args).await,
         JobsCommand::List(args) => {
             let client = ApiClient::new(&args.client.url, &args.client.token)?;
-            let jobs = client
+            let listed = client
                 .jobs(args.state.as_deref(), args.group_id.as_deref())
                 .await?;
-            for job in &jobs {
+            for job in &listed {
                 println!("{}", jobs::job_line(job));
             }
             Ok(())
@@ -754,10 +754,13 @@ async fn create_jobs(kind: &str, args: JobCreateArgs) -> anyhow::Result<()> {
             println!("job {}", job["id"].as_str().unwrap_or_default());
             println!("{}", jobs::job_line(job));
         }
-        CreatedJobs::Group { group_id, jobs } => {
+        CreatedJobs::Group {
+            group_id,
+            jobs: group,
+        } => {
             println!("group {group_id}");
-            println!("{} {kind} jobs", jobs.len());
-            if let (Some(intended), true, false) = (&args.tenant, jobs.is_empty(), confirmed) {
+            println!("{} {kind} jobs", group.len());
+            if let (Some(intended), true, false) = (&args.tenant, group.is_empty(), confirmed) {
                 // Nothing showed the token's tenant: an empty answer may come from
                 // a token of another tenant, which has no files.
                 eprintln!(
