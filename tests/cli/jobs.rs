@@ -334,6 +334,90 @@ fn move_a_tenant_list_show_log_cancel_and_copy_one_file() {
     assert!(out.stderr.contains("(conflict)"), "{}", out.all());
 }
 
+#[test]
+fn cancelled_jobs_make_wait_fail() {
+    let dir = TempDir::new().expect("temp dir");
+    let dir = dir.path();
+    // No instance works jobs: they stay `created` until cancelled.
+    write_config(dir, "", "[jobs]\nenabled = false\n");
+    let server = Server::start(dir, &[("VALET_CONFIG", "valet.toml")]);
+    let service = mint_service_token(dir, "acme", "ops");
+    let device = mint_device_token_with_config(dir, "acme", "dev-1");
+    for name in ["a.bin", "b.bin"] {
+        fs::write(dir.join(name), random_bytes(2_000)).expect("write");
+        upload(dir, &server, &device, name);
+    }
+
+    let mut waiting = std::process::Command::new(env!("CARGO_BIN_EXE_valet"));
+    // A clean environment, as `valet()` gives its commands.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("VALET_") || key == "RUST_LOG" {
+            waiting.env_remove(key);
+        }
+    }
+    let mut waiting = waiting
+        .current_dir(dir)
+        .env("VALET_API_URL", server.url())
+        .env("VALET_TOKEN", &service)
+        .args([
+            "jobs",
+            "copy",
+            "--tenant",
+            "acme",
+            "--to",
+            "local2",
+            "--wait",
+            "--poll-interval",
+            "0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn valet jobs copy --wait");
+
+    // Cancel both once they are listed; a second cancel is no error.
+    let deadline = Instant::now() + crate::patience::patience(Duration::from_secs(30));
+    let ids = loop {
+        let listed = run_ok(&mut jobs_command(dir, &server, &service, &["list"]));
+        let ids: Vec<String> = listed
+            .stdout
+            .lines()
+            .map(|l| l.split(' ').next().expect("id").to_owned())
+            .collect();
+        if ids.len() == 2 {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "{}", listed.all());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for id in &ids {
+        let out = run_ok(&mut jobs_command(dir, &server, &service, &["cancel", id]));
+        assert!(out.stdout.contains(" cancelled "), "{}", out.all());
+        run_ok(&mut jobs_command(dir, &server, &service, &["cancel", id]));
+    }
+
+    let deadline = Instant::now() + crate::patience::patience(Duration::from_secs(30));
+    while waiting.try_wait().expect("poll").is_none() {
+        if Instant::now() > deadline {
+            let _ = waiting.kill();
+            panic!("`valet jobs copy --wait` did not end once its jobs were cancelled");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = waiting.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("2 copy jobs"), "{stdout}{stderr}");
+    assert!(stdout.contains("2 cancelled"), "{stdout}{stderr}");
+    assert!(stderr.contains("2 of 2 jobs did not succeed"), "{stderr}");
+    assert_eq!(
+        outbox_events(dir, "io.valet.job.cancelled").len(),
+        2,
+        "one event per cancelled job"
+    );
+}
+
 /// Polls `GET /v1/jobs/{id}` until `done` accepts the job; the job then.
 fn wait_for_job(
     server: &Server,
