@@ -1,8 +1,8 @@
 //! `valet jobs …` against a running server with two local backends: a tenant's
 //! files moved and copied with `--wait`, the jobs listed, shown, logged and
-//! refused cancellation once finished; a token of another tenant refused; and a
-//! move interrupted by killing the server mid-copy that ends exactly once after a
-//! restart.
+//! refused cancellation once finished; a token of another tenant refused; jobs
+//! cancelled while `--wait` follows them; and a move interrupted by killing the
+//! server mid-copy that ends exactly once after a restart.
 
 use std::fs;
 use std::path::Path;
