@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::jwt_signing::SigningAlgorithm;
 use crate::auth::{token, JwtClaims, JwtSigningKey, RootKey};
+use crate::client::jobs::{self, CreatedJobs, JobSelector};
 use crate::client::{ApiClient, UploadOptions};
 use crate::configuration::Settings;
 use crate::domain::{DeviceId, Principal, ServiceName, TenantId};
@@ -63,6 +64,83 @@ pub enum Command {
     Inbox(InboxArgs),
     /// Download a transfer's file, check its SHA-256, then accept the transfer.
     Receive(ReceiveArgs),
+    /// Copy or move files between storage backends, and follow the jobs doing it
+    /// (service tokens).
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+/// `valet jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Move files to another backend: copied, verified, then switched over; the
+    /// source object is deleted after a grace period.
+    Move(JobCreateArgs),
+    /// Copy files to another backend as replicas; they stay where they are.
+    Copy(JobCreateArgs),
+    /// List the tenant's jobs, newest first, one line each: id, kind, file,
+    /// source → target, state, bytes done/total, attempts.
+    List(JobListArgs),
+    /// Print one job as JSON.
+    Show(JobIdArgs),
+    /// Print a job's log, one line per step.
+    Log(JobIdArgs),
+    /// Cancel a job that has not finished.
+    Cancel(JobIdArgs),
+}
+
+/// Arguments of `valet jobs move` and `valet jobs copy`.
+#[derive(Debug, Args)]
+pub struct JobCreateArgs {
+    /// Tenant whose files are meant; must be the token's tenant (checked).
+    #[arg(long, required_unless_present = "file")]
+    pub tenant: Option<String>,
+    /// Only this file.
+    #[arg(long, value_name = "FILE_ID", conflicts_with_all = ["device_id", "from", "created_before"])]
+    pub file: Option<String>,
+    /// Backend the files go to.
+    #[arg(long = "to", value_name = "BACKEND")]
+    pub to: String,
+    /// Only files of this device's root.
+    #[arg(long)]
+    pub device_id: Option<String>,
+    /// Only files now on this backend.
+    #[arg(long, value_name = "BACKEND")]
+    pub from: Option<String>,
+    /// Only files created before this instant (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub created_before: Option<String>,
+    /// Wait until every job has finished, reporting progress on stderr; fail if
+    /// any failed or was cancelled.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds between two looks at the jobs with `--wait`.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_interval, requires = "wait")]
+    pub poll_interval: f64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `valet jobs list`.
+#[derive(Debug, Args)]
+pub struct JobListArgs {
+    /// Only jobs in this state.
+    #[arg(long, value_parser = crate::client::jobs::JOB_STATES)]
+    pub state: Option<String>,
+    /// Only the jobs of this group.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of the `valet jobs` commands about one job.
+#[derive(Debug, Args)]
+pub struct JobIdArgs {
+    /// Job id.
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Arguments of `valet send`.
@@ -336,6 +414,26 @@ fn mint_jwt(args: &MintArgs) -> anyhow::Result<String> {
     })
 }
 
+/// An RFC 3339 instant, passed on in UTC.
+fn parse_rfc3339(s: &str) -> Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        })
+        .map_err(|e| format!("{s:?} is not an RFC 3339 instant ({e}), e.g. 2026-12-01T00:00:00Z"))
+}
+
+/// A polling interval in seconds: 0.05 to 3600.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.05..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds from 0.05 to 3600"
+        )),
+    }
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -539,6 +637,7 @@ impl Cli {
                     args.output.display()
                 );
             }
+            Command::Jobs(command) => run_jobs(command).await?,
             Command::Download(args) => {
                 let client =
                     ApiClient::new(&args.client.url, &args.client.token)?.verbose(args.verbose);
@@ -554,4 +653,150 @@ impl Cli {
         }
         Ok(())
     }
+}
+
+/// `valet jobs …`.
+async fn run_jobs(command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::Move(args) => create_jobs("move", args).await,
+        JobsCommand::Copy(args) => create_jobs("copy", args).await,
+        JobsCommand::List(args) => {
+            let client = ApiClient::new(&args.client.url, &args.client.token)?;
+            let listed = client
+                .jobs(args.state.as_deref(), args.group_id.as_deref())
+                .await?;
+            for job in &listed {
+                println!("{}", jobs::job_line(job));
+            }
+            Ok(())
+        }
+        JobsCommand::Show(args) => {
+            let client = ApiClient::new(&args.client.url, &args.client.token)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.job(&args.id).await?)?
+            );
+            Ok(())
+        }
+        JobsCommand::Log(args) => {
+            let client = ApiClient::new(&args.client.url, &args.client.token)?;
+            let log = client.job_log(&args.id).await?;
+            print!("{log}");
+            if !log.is_empty() && !log.ends_with('\n') {
+                println!();
+            }
+            Ok(())
+        }
+        JobsCommand::Cancel(args) => {
+            let client = ApiClient::new(&args.client.url, &args.client.token)?;
+            let job = client.cancel_job(&args.id).await?;
+            println!("{}", jobs::job_line(&job));
+            Ok(())
+        }
+    }
+}
+
+/// `valet jobs move|copy`: creates the jobs, checks they are the intended tenant's,
+/// and with `--wait` follows them to the end.
+async fn create_jobs(kind: &str, args: JobCreateArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.client.url, &args.client.token)?;
+    // Refuse before creating anything when the token's tenant shows on its files;
+    // the answer's jobs are checked again below, for a tenant with no file yet.
+    let mut confirmed = false;
+    if let Some(intended) = &args.tenant {
+        if let Some(actual) = client.token_tenant(args.file.as_deref()).await {
+            if &actual != intended {
+                bail!(wrong_tenant(intended, &actual, "nothing was created"));
+            }
+            confirmed = true;
+        }
+    }
+    let created = match &args.file {
+        Some(file_id) => client.create_file_job(kind, file_id, &args.to).await?,
+        None => {
+            let selector = JobSelector {
+                backend: args.from.clone(),
+                device_id: args.device_id.clone(),
+                created_before: args.created_before.clone(),
+            };
+            client.create_group_jobs(kind, &selector, &args.to).await?
+        }
+    };
+    if let Some(intended) = &args.tenant {
+        let foreign = created
+            .jobs()
+            .into_iter()
+            .find_map(|job| job["tenant_id"].as_str().filter(|t| t != intended));
+        if let Some(actual) = foreign {
+            let actual = actual.to_owned();
+            // Undo what was not meant: cancel every job just created.
+            let mut cancelled = 0;
+            for job in created.jobs() {
+                if let Some(id) = job["id"].as_str() {
+                    match client.cancel_job(id).await {
+                        Ok(_) => cancelled += 1,
+                        Err(e) => eprintln!("{e:#}"),
+                    }
+                }
+            }
+            bail!(wrong_tenant(
+                intended,
+                &actual,
+                &format!(
+                    "the {} jobs created were cancelled ({cancelled} accepted the cancellation)",
+                    created.jobs().len()
+                )
+            ));
+        }
+    }
+    match &created {
+        CreatedJobs::One(job) => {
+            println!("job {}", job["id"].as_str().unwrap_or_default());
+            println!("{}", jobs::job_line(job));
+        }
+        CreatedJobs::Group {
+            group_id,
+            jobs: group,
+        } => {
+            println!("group {group_id}");
+            println!("{} {kind} jobs", group.len());
+            if let (Some(intended), true, false) = (&args.tenant, group.is_empty(), confirmed) {
+                // Nothing showed the token's tenant: an empty answer may come from
+                // a token of another tenant, which has no files.
+                eprintln!(
+                    "note: the token's tenant could not be checked against {intended:?} \
+                     (no file and no job shows it)"
+                );
+            }
+        }
+    }
+    if !args.wait {
+        return Ok(());
+    }
+    let interval = Duration::from_secs_f64(args.poll_interval);
+    let finished = client.wait_for_jobs(&created, interval).await?;
+    let unsuccessful: Vec<&serde_json::Value> = finished
+        .iter()
+        .filter(|job| job["state"] != "succeeded")
+        .collect();
+    println!("{}", jobs::count_by_state(&finished));
+    if !unsuccessful.is_empty() {
+        for job in &unsuccessful {
+            eprintln!("{}", jobs::job_line(job));
+        }
+        bail!(
+            "{} of {} jobs did not succeed",
+            unsuccessful.len(),
+            finished.len()
+        );
+    }
+    Ok(())
+}
+
+/// The message refusing a token of another tenant than the one named.
+fn wrong_tenant(intended: &str, actual: &str, outcome: &str) -> String {
+    format!(
+        "the token is for tenant {actual:?}, not {intended:?} (--tenant): {outcome}; \
+         use a service token of {intended:?}"
+    )
 }

@@ -128,7 +128,6 @@ pub(crate) async fn start_write(
         .await
         .map_err(|e| BackendError::Unavailable(format!("write {key}: {e}")))?;
     Ok(Box::new(OperatorWriter {
-        operator: operator.clone(),
         key: key.clone(),
         writer: Some(writer),
         check: ContentCheck::new(spec),
@@ -137,7 +136,6 @@ pub(crate) async fn start_write(
 
 /// A write through OpenDAL; dropping it unfinished aborts the upload in the background.
 struct OperatorWriter {
-    operator: opendal::Operator,
     key: ObjectKey,
     /// `None` once finished or aborted.
     writer: Option<opendal::Writer>,
@@ -193,13 +191,10 @@ impl ObjectWriter for OperatorWriter {
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), BackendError> {
+        // Only this write's uncommitted data goes: an object already under the key
+        // (a replica, a copy another worker committed) is not this writer's to remove.
         if let Some(mut writer) = self.writer.take() {
             writer.abort().await.map_err(self.failed("abort"))?;
-        }
-        // Best effort: leaves nothing under the key, not even an object an earlier
-        // attempt at the same copy committed.
-        if let Err(e) = self.operator.delete(self.key.as_str()).await {
-            tracing::warn!(key = %self.key, error = %e, "could not delete an aborted write");
         }
         Ok(())
     }

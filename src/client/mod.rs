@@ -1,12 +1,13 @@
-//! A device-side client of the v1 API, used by `valet upload`, `valet download`,
-//! `valet send`, `valet inbox` and `valet receive`.
+//! A client of the v1 API, used by `valet upload`, `valet download`, `valet send`,
+//! `valet inbox`, `valet receive` (devices) and `valet jobs` (operators).
 //!
 //! - [`upload`]: hash, create, then one PUT or parts, complete, wait for verification;
 //! - [`multipart`]: parts hashed, signed in batches and sent in parallel;
 //! - [`resume`]: the state file that lets an interrupted upload continue;
 //! - [`download`]: a download into `<output>.part`, resumed with `Range`;
 //! - [`progress`]: what the user sees on stderr;
-//! - [`transfers`]: sending files to other devices, listing and receiving them.
+//! - [`transfers`]: sending files to other devices, listing and receiving them;
+//! - [`jobs`]: copying and moving files between backends, and following the jobs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +19,7 @@ use tokio::io::AsyncReadExt;
 
 mod batch;
 mod download;
+pub mod jobs;
 mod multipart;
 mod part_body;
 mod progress;
