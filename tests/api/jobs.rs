@@ -1175,6 +1175,48 @@ async fn job_requests_that_cannot_run_are_refused() {
         assert_problem(app.list_jobs(&service, query).await, 400, "invalid_request").await;
     }
 
+    // A file with an unfinished job (one retrying against a target that refuses
+    // writes) gets no second job, alone or by a selector.
+    let initech_device = app.device_token("initech", "dev-1");
+    let initech = app.service_token("initech", "fleet");
+    let busy = app.upload(&initech_device, &body_of(3200), json!({})).await;
+    let tenant_dir = object_key_of(&busy)
+        .as_str()
+        .split('/')
+        .next()
+        .expect("tenant segment")
+        .to_owned();
+    let root = second_root(&app);
+    std::fs::create_dir_all(&root).expect("second root");
+    std::fs::write(root.join(tenant_dir), b"in the way").expect("blocking file");
+    let unfinished = app.start_job(&initech, "copy", &id_of(&busy), SECOND).await;
+    assert_problem(
+        app.post_job(
+            &initech,
+            json!({"kind": "move", "file_id": busy["id"], "target_backend": SECOND}),
+        )
+        .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let response = app
+        .post_job(
+            &initech,
+            json!({"kind": "move", "selector": {}, "target_backend": SECOND}),
+        )
+        .await;
+    let status = response.status().as_u16();
+    let group: Value = response.json().await.expect("group JSON");
+    assert_eq!(status, 202, "{group}");
+    assert_eq!(group["jobs"], json!([]), "{group}");
+    let response = app.cancel_job(&initech, &id_of(&unfinished)).await;
+    assert!(
+        [200, 202].contains(&response.status().as_u16()),
+        "{:?}",
+        response.text().await
+    );
+
     // A selector matching more files than a group may hold.
     for n in 0..3 {
         app.upload(
@@ -1410,6 +1452,14 @@ async fn deleting_a_file_removes_its_replicas_too() {
     let file = app.upload(&device, &body_of(5000), json!({})).await;
     let id = id_of(&file);
     run_job(&app, &service, "copy", &file, SECOND).await;
+    // Copied there again, the replica is replaced, not listed twice.
+    run_job(&app, &service, "copy", &file, SECOND).await;
+    let replicated = app.file_of(&device, &id).await;
+    assert_eq!(
+        replicated["replicas"],
+        json!([{"backend": SECOND, "key": object_key_of(&file).as_str()}]),
+        "{replicated}"
+    );
     let on_second = second_root(&app).join(object_key_of(&file).as_str());
     assert!(on_second.is_file());
     assert_eq!(app.delete(&device, &id).await.status().as_u16(), 204);
