@@ -36,7 +36,16 @@ impl Sha256 {
 
     /// Lowercase hex form.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.hex_buffer().as_str().to_owned()
+    }
+
+    /// The lowercase hex form on the stack (no allocation: a listing serializes
+    /// a hundred of these per page).
+    fn hex_buffer(&self) -> HexDigest {
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(self.0, &mut hex);
+        HexDigest(hex)
     }
 
     /// Standard base64 form (what S3 `x-amz-checksum-sha256` carries).
@@ -45,21 +54,31 @@ impl Sha256 {
     }
 }
 
+/// 64 lowercase hex digits.
+struct HexDigest([u8; 64]);
+
+impl HexDigest {
+    fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(self.hex_buffer().as_str())
     }
 }
 
 impl fmt::Debug for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sha256({})", self.to_hex())
+        write!(f, "Sha256({})", self.hex_buffer().as_str())
     }
 }
 
 impl Serialize for Sha256 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(self.hex_buffer().as_str())
     }
 }
 

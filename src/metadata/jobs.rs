@@ -382,6 +382,35 @@ fn append_log(
     Ok(())
 }
 
+/// Serializes the creation of a tenant's jobs, so that no two requests (single
+/// or selector, on any instance) give one file two unfinished jobs: on PostgreSQL
+/// a transaction-scoped advisory lock per tenant (the selection that follows is a
+/// new statement, so it sees what the previous holder committed); on SQLite the
+/// transaction's first statement is a write, which takes the database's write lock
+/// at once (waiting for it) instead of failing to upgrade a read later.
+fn lock_job_creation(conn: &mut DbConnection, tenant: &TenantId) -> Result<(), StoreError> {
+    use diesel::sql_types::Text;
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind::<Text, _>(format!("valet.jobs/{tenant}"))
+                .execute(pg)?;
+        }
+        DbConnection::Sqlite(_) => write_first(conn)?,
+    }
+    Ok(())
+}
+
+/// On SQLite, makes the transaction a writer from its first statement: one that
+/// reads and then writes fails at once (SQLITE_BUSY, "database is locked") when
+/// another connection wrote in between, while a first write waits its turn.
+fn write_first(conn: &mut DbConnection) -> Result<(), StoreError> {
+    if let DbConnection::Sqlite(sqlite) = conn {
+        diesel::sql_query("UPDATE jobs SET state = state WHERE 0").execute(sqlite)?;
+    }
+    Ok(())
+}
+
 /// The unfinished job of a file, if it has one.
 fn unfinished_job_of(conn: &mut DbConnection, file: &str) -> Result<Option<String>, StoreError> {
     Ok(jobs::table
@@ -605,10 +634,7 @@ impl Handler<CreateJob> for MetadataStore {
         let mut conn = self.conn()?;
         let job = msg.0;
         let created = conn.transaction::<_, StoreError, _>(|conn| {
-            // Lock the file's row, so two requests for one file serialize here.
-            diesel::update(files::table.filter(files::id.eq(job.file_id.to_string())))
-                .set(files::updated_at.eq(files::updated_at))
-                .execute(conn)?;
+            lock_job_creation(conn, &job.tenant_id)?;
             if let Some(busy) = unfinished_job_of(conn, &job.file_id.to_string())? {
                 let busy = busy
                     .parse()
@@ -630,6 +656,7 @@ impl Handler<CreateJobGroup> for MetadataStore {
     fn handle(&mut self, msg: CreateJobGroup, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.conn()?;
         let result = conn.transaction::<_, StoreError, _>(|conn| {
+            lock_job_creation(conn, &msg.tenant)?;
             let busy = jobs::table
                 .filter(jobs::state.eq_any(UNFINISHED))
                 .select(jobs::file_id);
@@ -792,6 +819,7 @@ impl Handler<ClaimJobs> for MetadataStore {
         let mut conn = self.conn()?;
         let conn: &mut DbConnection = &mut conn;
         let claimed = conn.transaction::<_, StoreError, _>(|conn| {
+            write_first(conn)?;
             let now = now_micros();
             let claimable = jobs::table
                 .filter(
@@ -1012,6 +1040,7 @@ impl Handler<ClaimMovedSources> for MetadataStore {
         let mut conn = self.conn()?;
         let conn: &mut DbConnection = &mut conn;
         conn.transaction::<_, StoreError, _>(|conn| {
+            write_first(conn)?;
             let now = now_micros();
             let due = jobs::table
                 .filter(jobs::source_delete_after.lt(now.naive_utc()))

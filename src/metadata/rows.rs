@@ -137,8 +137,12 @@ impl FileRow {
                 .parse::<FileStatus>()
                 .map_err(|_| bad("status"))?,
             backend: self.backend,
-            metadata: serde_json::from_str::<BTreeMap<String, String>>(&self.metadata)
-                .map_err(|_| bad("metadata"))?,
+            metadata: match self.metadata.as_str() {
+                // Most files carry none: skip the parser.
+                "{}" => BTreeMap::new(),
+                json => serde_json::from_str::<BTreeMap<String, String>>(json)
+                    .map_err(|_| bad("metadata"))?,
+            },
             created_at: utc(self.created_at),
             uploaded_at: self.uploaded_at.map(utc),
             batch_id: self
