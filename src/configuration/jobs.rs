@@ -30,6 +30,8 @@ pub struct JobsSettings {
     pub max_group_files: u32,
     /// Bytes per part of a copy written to S3 or Azure (bounds the memory a copy holds).
     pub chunk_size_bytes: u64,
+    /// Days a finished job (and its log) is kept (0 = keep).
+    pub keep_finished_days: u32,
 }
 
 impl Default for JobsSettings {
@@ -44,6 +46,7 @@ impl Default for JobsSettings {
             poll_interval_ms: 1000,
             max_group_files: 10_000,
             chunk_size_bytes: 8 * 1024 * 1024,
+            keep_finished_days: 30,
         }
     }
 }

@@ -256,10 +256,21 @@ pub struct SourceToDelete {
 #[rtype(result = "Result<(), StoreError>")]
 pub struct MovedSourceSettled(pub JobId);
 
-/// How many jobs are in each (kind, state).
+/// How many unfinished jobs are in each (kind, state).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<(JobKind, JobState, i64)>, StoreError>")]
 pub struct CountJobs;
+
+/// Deletes up to `limit` jobs (and their logs) that ended before `cutoff` and
+/// have no source object left to remove; returns how many went.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct PurgeJobs {
+    /// Jobs that ended before this go.
+    pub cutoff: DateTime<Utc>,
+    /// Batch size.
+    pub limit: i64,
+}
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = jobs)]
@@ -1099,7 +1110,10 @@ impl Handler<CountJobs> for MetadataStore {
     type Result = Result<Vec<(JobKind, JobState, i64)>, StoreError>;
     fn handle(&mut self, _: CountJobs, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.conn()?;
+        // Unfinished jobs only: the partial indexes keep this cheap however many
+        // finished jobs are kept.
         let counts: Vec<(String, String, i64)> = jobs::table
+            .filter(jobs::state.eq_any(UNFINISHED))
             .group_by((jobs::kind, jobs::state))
             .select((jobs::kind, jobs::state, diesel::dsl::count_star()))
             .load(&mut conn)?;
@@ -1107,5 +1121,31 @@ impl Handler<CountJobs> for MetadataStore {
             .into_iter()
             .filter_map(|(kind, state, n)| Some((kind.parse().ok()?, state.parse().ok()?, n)))
             .collect())
+    }
+}
+
+impl Handler<PurgeJobs> for MetadataStore {
+    type Result = Result<usize, StoreError>;
+    fn handle(&mut self, msg: PurgeJobs, _: &mut Self::Context) -> Self::Result {
+        const FINISHED: [&str; 3] = [
+            JobState::Succeeded.as_str(),
+            JobState::Failed.as_str(),
+            JobState::Cancelled.as_str(),
+        ];
+        let mut conn = self.conn()?;
+        conn.transaction::<_, StoreError, _>(|conn| {
+            let ids: Vec<String> = jobs::table
+                .filter(jobs::state.eq_any(FINISHED))
+                .filter(jobs::updated_at.lt(msg.cutoff.naive_utc()))
+                .filter(jobs::source_delete_after.is_null())
+                .limit(msg.limit)
+                .select(jobs::id)
+                .load(conn)?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            diesel::delete(job_log::table.filter(job_log::job_id.eq_any(&ids))).execute(conn)?;
+            Ok(diesel::delete(jobs::table.filter(jobs::id.eq_any(&ids))).execute(conn)?)
+        })
     }
 }

@@ -40,7 +40,7 @@ pub use group_commit::{GroupCommit, InsertError};
 pub use jobs::{
     job_for, AppendJobLog, Attempt, Cancel, CancelJob, ClaimJobs, ClaimMovedSources, CountJobs,
     CreateJob, CreateJobGroup, EndAttempt, Ended, FileSelector, GetJob, GetJobLog, ListJobs,
-    MovedSourceSettled, NewGroup, NewJob, RenewJob, Renewal, SourceToDelete,
+    MovedSourceSettled, NewGroup, NewJob, PurgeJobs, RenewJob, Renewal, SourceToDelete,
 };
 pub use outbox::{
     ClaimOutbox, ListOutbox, MarkPublished, OutboxBacklog, PrunePublished, PublishFailed,

@@ -27,7 +27,7 @@ use valet_backends::{ObjectWriter, WriteSpec};
 use crate::domain::{File, FileStatus, Job, JobId, JobKind, JobState};
 use crate::metadata::{
     AppendJobLog, Attempt, ClaimJobs, ClaimMovedSources, CountJobs, EndAttempt, Ended, GetFile,
-    MovedSourceSettled, RenewJob, Renewal, StoreError,
+    MovedSourceSettled, PurgeJobs, RenewJob, Renewal, StoreError,
 };
 use crate::service::FileService;
 use crate::storage::StorageError;
@@ -36,7 +36,9 @@ use crate::telemetry::metrics;
 /// How often a running copy renews its lease and looks for a cancel, at most.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// How often the job gauges are refreshed and moved sources swept.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
+/// How often finished jobs past `jobs.keep_finished_days` are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Moved sources removed per sweep.
 const SWEEP_BATCH: i64 = 100;
 
@@ -47,6 +49,7 @@ pub struct Mover {
     running: HashSet<JobId>,
     claiming: bool,
     housekeeping: Option<Instant>,
+    purged: Option<Instant>,
 }
 
 impl Mover {
@@ -59,6 +62,7 @@ impl Mover {
             running: HashSet::new(),
             claiming: false,
             housekeeping: None,
+            purged: None,
         });
     }
 
@@ -89,8 +93,12 @@ impl Mover {
             .is_none_or(|last| last.elapsed() >= HOUSEKEEPING_EVERY)
         {
             self.housekeeping = Some(Instant::now());
+            let purge = self.purged.is_none_or(|last| last.elapsed() >= PURGE_EVERY);
+            if purge {
+                self.purged = Some(Instant::now());
+            }
             let service = self.service.clone();
-            ctx.spawn(async move { housekeeping(&service).await }.into_actor(self));
+            ctx.spawn(async move { housekeeping(&service, purge).await }.into_actor(self));
         }
     }
 
@@ -450,11 +458,29 @@ async fn discard(target: Box<dyn ObjectWriter>, job: &Job) {
     }
 }
 
-/// Refreshes the job gauges and removes moved sources whose grace is over.
-async fn housekeeping(service: &FileService) {
+/// Refreshes the job gauges, removes moved sources whose grace is over and, with
+/// `purge`, deletes finished jobs kept long enough.
+async fn housekeeping(service: &FileService, purge: bool) {
+    let keep_days = service.settings().jobs.keep_finished_days;
+    if purge && keep_days > 0 {
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(keep_days));
+        match service
+            .store
+            .send(PurgeJobs {
+                cutoff,
+                limit: 1000,
+            })
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(purged)) => tracing::info!(purged, "purged finished jobs"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot purge finished jobs"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge finished jobs"),
+        }
+    }
     if let Ok(Ok(counts)) = service.store.send(CountJobs).await {
         for kind in [JobKind::Copy, JobKind::Move] {
-            for state in JobState::ALL {
+            for state in JobState::ALL.into_iter().filter(|s| !s.is_final()) {
                 let count = counts
                     .iter()
                     .find(|(k, s, _)| *k == kind && *s == state)

@@ -1709,3 +1709,51 @@ async fn selectors_are_served_while_jobs_run() {
         refused.len()
     );
 }
+
+#[actix_web::test]
+async fn finished_jobs_are_purged_after_keep_finished_days() {
+    let app = spawn_on_two_local_stores(|_| {}).await;
+    let device = app.device_token("acme", "dev-1");
+    let service = app.service_token("acme", "fleet");
+    let file = app.upload(&device, &body_of(64), json!({})).await;
+    let job = run_job(&app, &service, "move", &file, SECOND).await;
+    let id = id_of(&job);
+    // A move is kept until its source object is gone.
+    eventually(
+        "the moved source is removed",
+        Duration::from_secs(15),
+        async || {
+            app.job_log_lines(&service, &id)
+                .await
+                .iter()
+                .any(|l| l.contains("was removed"))
+        },
+    )
+    .await;
+    app.execute_sql(format!(
+        "UPDATE jobs SET updated_at = '2000-01-01 00:00:00' WHERE id = '{id}'"
+    ))
+    .await;
+    // An instance purges when it starts, then every ten minutes.
+    let other = app.spawn_another_instance().await;
+    let client = reqwest::Client::new();
+    eventually("the job is purged", Duration::from_secs(15), async || {
+        let response = client
+            .get(format!("{other}/v1/jobs/{id}"))
+            .bearer_auth(&service)
+            .send()
+            .await
+            .expect("get job");
+        response.status().as_u16() == 404
+    })
+    .await;
+    let log = client
+        .get(format!("{other}/v1/jobs/{id}/log"))
+        .bearer_auth(&service)
+        .send()
+        .await
+        .expect("get log");
+    assert_problem(log, 404, "not_found").await;
+    // The file is untouched.
+    assert_eq!(app.file_of(&device, &id_of(&file)).await["backend"], SECOND);
+}
