@@ -12,25 +12,8 @@ use crate::helpers::{
 };
 
 impl TestApp {
-    async fn batch_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.expect("batch request")
-    }
-
     async fn create_batch(&self, token: &str, body: Value) -> reqwest::Response {
-        self.batch_call(reqwest::Method::POST, "/v1/batches", token, Some(body))
+        self.call(reqwest::Method::POST, "/v1/batches", token, Some(body))
             .await
     }
 
@@ -41,7 +24,7 @@ impl TestApp {
     }
 
     async fn get_batch(&self, token: &str, id: &str) -> reqwest::Response {
-        self.batch_call(
+        self.call(
             reqwest::Method::GET,
             &format!("/v1/batches/{id}"),
             token,
@@ -51,7 +34,7 @@ impl TestApp {
     }
 
     async fn commit_batch(&self, token: &str, id: &str) -> reqwest::Response {
-        self.batch_call(
+        self.call(
             reqwest::Method::POST,
             &format!("/v1/batches/{id}/commit"),
             token,
@@ -61,7 +44,7 @@ impl TestApp {
     }
 
     async fn abandon_batch(&self, token: &str, id: &str) -> reqwest::Response {
-        self.batch_call(
+        self.call(
             reqwest::Method::DELETE,
             &format!("/v1/batches/{id}"),
             token,
@@ -71,7 +54,7 @@ impl TestApp {
     }
 
     async fn list_batches(&self, token: &str, query: &str) -> reqwest::Response {
-        self.batch_call(
+        self.call(
             reqwest::Method::GET,
             &format!("/v1/batches?{query}"),
             token,

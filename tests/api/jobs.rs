@@ -145,25 +145,8 @@ fn assert_succeeded(job: &Value) {
 }
 
 impl TestApp {
-    async fn job_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.expect("job request")
-    }
-
     async fn post_job(&self, token: &str, body: Value) -> reqwest::Response {
-        self.job_call(reqwest::Method::POST, "/v1/jobs", token, Some(body))
+        self.call(reqwest::Method::POST, "/v1/jobs", token, Some(body))
             .await
     }
 
@@ -183,7 +166,7 @@ impl TestApp {
     }
 
     async fn get_job(&self, token: &str, id: &str) -> reqwest::Response {
-        self.job_call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), token, None)
+        self.call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), token, None)
             .await
     }
 
@@ -197,7 +180,7 @@ impl TestApp {
     }
 
     async fn list_jobs(&self, token: &str, query: &str) -> reqwest::Response {
-        self.job_call(
+        self.call(
             reqwest::Method::GET,
             &format!("/v1/jobs?{query}"),
             token,
@@ -227,7 +210,7 @@ impl TestApp {
     }
 
     async fn cancel_job(&self, token: &str, id: &str) -> reqwest::Response {
-        self.job_call(
+        self.call(
             reqwest::Method::POST,
             &format!("/v1/jobs/{id}/cancel"),
             token,
@@ -237,7 +220,7 @@ impl TestApp {
     }
 
     async fn job_log(&self, token: &str, id: &str) -> reqwest::Response {
-        self.job_call(
+        self.call(
             reqwest::Method::GET,
             &format!("/v1/jobs/{id}/log"),
             token,

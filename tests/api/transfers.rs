@@ -75,57 +75,52 @@ impl TestApp {
         transfer
     }
 
-    async fn transfer_call(
-        &self,
-        method: reqwest::Method,
-        token: &str,
-        path: &str,
-    ) -> reqwest::Response {
-        self.client
-            .request(method, self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("transfer request")
-    }
-
     async fn get_transfer(&self, token: &str, id: &str) -> reqwest::Response {
-        self.transfer_call(reqwest::Method::GET, token, &format!("/v1/transfers/{id}"))
-            .await
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/transfers/{id}"),
+            token,
+            None,
+        )
+        .await
     }
 
     async fn download_transfer(&self, token: &str, id: &str) -> reqwest::Response {
-        self.transfer_call(
+        self.call(
             reqwest::Method::GET,
-            token,
             &format!("/v1/transfers/{id}/download"),
+            token,
+            None,
         )
         .await
     }
 
     async fn accept_transfer(&self, token: &str, id: &str) -> reqwest::Response {
-        self.transfer_call(
+        self.call(
             reqwest::Method::POST,
-            token,
             &format!("/v1/transfers/{id}/accept"),
+            token,
+            None,
         )
         .await
     }
 
     async fn revoke_transfer(&self, token: &str, id: &str) -> reqwest::Response {
-        self.transfer_call(
+        self.call(
             reqwest::Method::DELETE,
-            token,
             &format!("/v1/transfers/{id}"),
+            token,
+            None,
         )
         .await
     }
 
     async fn list_transfers(&self, token: &str, query: &str) -> reqwest::Response {
-        self.transfer_call(
+        self.call(
             reqwest::Method::GET,
-            token,
             &format!("/v1/transfers?{query}"),
+            token,
+            None,
         )
         .await
     }
@@ -404,10 +399,11 @@ async fn a_recipient_downloads_the_bytes_and_sees_nothing_else_of_the_sender() {
     assert_eq!(fetched.status().as_u16(), 200);
     assert_eq!(fetched.bytes().await.expect("bytes").to_vec(), bytes);
     let redirect = app
-        .transfer_call(
+        .call(
             reqwest::Method::GET,
-            &recipient,
             &format!("/v1/transfers/{id}/download?redirect=true"),
+            &recipient,
+            None,
         )
         .await;
     assert_eq!(redirect.status().as_u16(), 307);
