@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{FileId, ObjectKey, TenantId};
+use super::{File, FileId, ObjectKey, TenantId};
 
 super::ids::time_ordered_id!(
     /// A job's id: a UUIDv7, so ids sort by creation time.
@@ -165,6 +165,21 @@ pub struct Job {
     /// The object's key (the same on source and target).
     #[serde(skip)]
     pub object_key: ObjectKey,
+}
+
+impl Job {
+    /// Changes `file` as this job's success does: a replica on the target (copy),
+    /// or the target as its backend (move; a replica there is no longer one).
+    pub fn apply_success(&self, file: &mut File) {
+        file.replicas.retain(|r| r.backend != self.target_backend);
+        match self.kind {
+            JobKind::Copy => file.replicas.push(Replica {
+                backend: self.target_backend.clone(),
+                key: self.object_key.to_string(),
+            }),
+            JobKind::Move => file.backend = self.target_backend.clone(),
+        }
+    }
 }
 
 /// A copy of a file's object on another backend.

@@ -10,13 +10,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::db::DbConnection;
-use super::rows::{utc, FileRow, NewOutboxRow};
-use super::schema::{batches, files, outbox};
-use super::{now_micros, MetadataStore, StoreError};
+use super::rows::{utc, FileRow};
+use super::schema::{batches, files};
+use super::{append_outbox, now_micros, MetadataStore, OutboxOrder, StoreError};
 use crate::domain::{
     Batch, BatchId, BatchState, DeviceId, File, FileId, FileStatus, Root, TenantId,
 };
-use crate::events::{batch_event, BatchEventKind, EventKind};
+use crate::events::{batch_event, file_event, BatchEventKind, EventKind};
 use crate::telemetry::metrics;
 
 /// Records a new open batch.
@@ -224,19 +224,14 @@ impl MetadataStore {
         let event = batch_event(kind, batch, &self.events, at)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         // The batch id keys the relay's ordering of the batch's own events.
-        diesel::insert_into(outbox::table)
-            .values(NewOutboxRow {
-                event_id: &event.id,
-                event_type: &event.event_type,
-                file_id: batch.id.to_string(),
-                tenant_id: batch.tenant_id.as_str(),
-                device_id: batch.device_id.as_ref().map(|d| d.as_str()),
-                payload: &event.payload,
-                created_at: at.naive_utc(),
-                attempts: 0,
-            })
-            .execute(conn)?;
-        Ok(())
+        append_outbox(
+            conn,
+            &event,
+            OutboxOrder::key(batch.id),
+            &batch.tenant_id,
+            batch.device_id.as_ref(),
+            at,
+        )
     }
 
     /// Moves an open batch to `to`, then (same transaction) runs `then` on it.
@@ -370,7 +365,19 @@ impl Handler<CommitBatch> for MetadataStore {
             // records it: consumers see the batch before any of its files.
             self.record_batch_event(conn, BatchEventKind::Committed, batch, now)?;
             for file in files {
-                self.record_event(conn, EventKind::Uploaded, file, now)?;
+                // Held back until the batch's event is published, whichever
+                // instance relays them.
+                let event = file_event(EventKind::Uploaded, file, &self.events, now)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                let order = OutboxOrder::key(file.id).after(batch.id);
+                append_outbox(
+                    conn,
+                    &event,
+                    order,
+                    &file.tenant_id,
+                    file.device_id.as_ref(),
+                    now,
+                )?;
             }
             Ok(())
         })

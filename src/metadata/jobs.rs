@@ -11,14 +11,14 @@ use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::db::DbConnection;
-use super::rows::{encode_replicas, utc, FileRow, NewOutboxRow};
-use super::schema::{files, job_log, jobs, outbox};
-use super::{now_micros, MetadataStore, StoreError};
+use super::rows::{encode_replicas, utc, FileRow};
+use super::schema::{files, job_log, jobs};
+use super::{append_outbox, now_micros, MetadataStore, OutboxOrder, StoreError};
 use crate::domain::{
     DeviceId, File, FileId, FileStatus, Job, JobGroupId, JobId, JobKind, JobState, ObjectKey,
-    Replica, TenantId,
+    TenantId,
 };
-use crate::events::{file_moved_event, job_event, OutboxEvent};
+use crate::events::{file_moved_event, job_event};
 use crate::telemetry::metrics;
 
 /// Records a new job for one file, unless the file already has an unfinished job.
@@ -501,30 +501,6 @@ fn load_file(conn: &mut DbConnection, id: &str) -> Result<Option<File>, StoreErr
 }
 
 impl MetadataStore {
-    fn record_outbox(
-        &self,
-        conn: &mut DbConnection,
-        event: &OutboxEvent,
-        order_key: String,
-        tenant: &TenantId,
-        device: Option<&DeviceId>,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        diesel::insert_into(outbox::table)
-            .values(NewOutboxRow {
-                event_id: &event.id,
-                event_type: &event.event_type,
-                file_id: order_key,
-                tenant_id: tenant.as_str(),
-                device_id: device.map(|d| d.as_str()),
-                payload: &event.payload,
-                created_at: at.naive_utc(),
-                attempts: 0,
-            })
-            .execute(conn)?;
-        Ok(())
-    }
-
     /// Records the event of a job that reached a final state; the job id keys
     /// the relay's ordering of the job's own events.
     fn record_job_event(
@@ -535,7 +511,14 @@ impl MetadataStore {
     ) -> Result<(), StoreError> {
         let event =
             job_event(job, &self.events, at).map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.record_outbox(conn, &event, job.id.to_string(), &job.tenant_id, None, at)
+        append_outbox(
+            conn,
+            &event,
+            OutboxOrder::key(job.id),
+            &job.tenant_id,
+            None,
+            at,
+        )
     }
 
     /// Records a success: the replica (copy) or the switch of backend (move), the
@@ -554,18 +537,9 @@ impl MetadataStore {
         if file.status != FileStatus::Uploaded || file.backend != job.source_backend {
             return Ok(None);
         }
-        file.replicas.retain(|r| r.backend != job.target_backend);
-        let mut source_delete_after = None;
-        match job.kind {
-            JobKind::Copy => file.replicas.push(Replica {
-                backend: job.target_backend.clone(),
-                key: job.object_key.to_string(),
-            }),
-            JobKind::Move => {
-                file.backend = job.target_backend.clone();
-                source_delete_after = Some((now + source_grace).naive_utc());
-            }
-        }
+        job.apply_success(&mut file);
+        let source_delete_after =
+            (job.kind == JobKind::Move).then(|| (now + source_grace).naive_utc());
         let changed = diesel::update(
             files::table
                 .filter(files::id.eq(&file_id))
@@ -584,10 +558,10 @@ impl MetadataStore {
         if job.kind == JobKind::Move {
             let event = file_moved_event(&file, &job.source_backend, job.id, &self.events, now)
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
-            self.record_outbox(
+            append_outbox(
                 conn,
                 &event,
-                file_id.clone(),
+                OutboxOrder::key(&file_id),
                 &file.tenant_id,
                 file.device_id.as_ref(),
                 now,
@@ -1134,6 +1108,7 @@ impl Handler<PurgeJobs> for MetadataStore {
         ];
         let mut conn = self.conn()?;
         conn.transaction::<_, StoreError, _>(|conn| {
+            write_first(conn)?;
             let ids: Vec<String> = jobs::table
                 .filter(jobs::state.eq_any(FINISHED))
                 .filter(jobs::updated_at.lt(msg.cutoff.naive_utc()))

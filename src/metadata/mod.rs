@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-use crate::domain::File;
-use crate::events::{file_event, EventContext, EventKind};
+use crate::domain::{DeviceId, File, TenantId};
+use crate::events::{file_event, EventContext, EventKind, OutboxEvent};
 use crate::telemetry::metrics;
 pub use batches::{
     AbandonBatch, BatchChange, CommitBatch, CreateBatch, DueBatches, GetBatch, GetBatchForJoin,
@@ -206,20 +206,65 @@ impl MetadataStore {
     ) -> Result<(), StoreError> {
         let event = file_event(kind, file, &self.events, at)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        diesel::insert_into(schema::outbox::table)
-            .values(NewOutboxRow {
-                event_id: &event.id,
-                event_type: &event.event_type,
-                file_id: file.id.to_string(),
-                tenant_id: file.tenant_id.as_str(),
-                device_id: file.device_id.as_ref().map(|d| d.as_str()),
-                payload: &event.payload,
-                created_at: at.naive_utc(),
-                attempts: 0,
-            })
-            .execute(conn)?;
-        Ok(())
+        append_outbox(
+            conn,
+            &event,
+            OutboxOrder::key(file.id),
+            &file.tenant_id,
+            file.device_id.as_ref(),
+            at,
+        )
     }
+}
+
+/// Where an outbox row stands in the relay's order: after every unpublished row
+/// recorded earlier under `key` and, with `after`, under that key too.
+pub(super) struct OutboxOrder {
+    key: String,
+    after: Option<String>,
+}
+
+impl OutboxOrder {
+    /// Ordered with the other events of `key` (a file, transfer's file, batch or job id).
+    pub(super) fn key(key: impl ToString) -> Self {
+        Self {
+            key: key.to_string(),
+            after: None,
+        }
+    }
+
+    /// Also held back until the events recorded earlier under `after` are published.
+    pub(super) fn after(self, after: impl ToString) -> Self {
+        Self {
+            after: Some(after.to_string()),
+            ..self
+        }
+    }
+}
+
+/// Records `event` in the outbox (inside the caller's transaction).
+pub(super) fn append_outbox(
+    conn: &mut DbConnection,
+    event: &OutboxEvent,
+    order: OutboxOrder,
+    tenant: &TenantId,
+    device: Option<&DeviceId>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::insert_into(schema::outbox::table)
+        .values(NewOutboxRow {
+            event_id: &event.id,
+            event_type: &event.event_type,
+            file_id: order.key,
+            tenant_id: tenant.as_str(),
+            device_id: device.map(|d| d.as_str()),
+            payload: &event.payload,
+            created_at: at.naive_utc(),
+            attempts: 0,
+            after_key: order.after,
+        })
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Now, at the precision every supported database stores.

@@ -58,7 +58,8 @@ pub struct PrunePublished {
 pub struct OutboxBacklog;
 
 /// The claim, as one statement per database: the eligible rows (unpublished,
-/// unclaimed or with an expired claim, the oldest unpublished of their file) are
+/// unclaimed or with an expired claim, the oldest unpublished of their file, and,
+/// for a row with an `after_key`, none of that key's older rows unpublished) are
 /// locked, skipping rows another instance is claiming, and stamped.
 const CLAIM_POSTGRES: &str = "\
     UPDATE outbox SET claimed_until = $1 WHERE seq IN ( \
@@ -67,6 +68,8 @@ const CLAIM_POSTGRES: &str = "\
           AND (o.claimed_until IS NULL OR o.claimed_until < $2) \
           AND NOT EXISTS (SELECT 1 FROM outbox e \
                           WHERE e.file_id = o.file_id AND e.published_at IS NULL AND e.seq < o.seq) \
+          AND (o.after_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox a \
+                          WHERE a.file_id = o.after_key AND a.published_at IS NULL AND a.seq < o.seq)) \
         ORDER BY o.seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
     RETURNING seq, event_id, event_type, file_id, tenant_id, device_id, payload, created_at, \
               published_at, attempts, last_error";
@@ -79,6 +82,8 @@ const CLAIM_SQLITE: &str = "\
           AND (o.claimed_until IS NULL OR o.claimed_until < ?) \
           AND NOT EXISTS (SELECT 1 FROM outbox e \
                           WHERE e.file_id = o.file_id AND e.published_at IS NULL AND e.seq < o.seq) \
+          AND (o.after_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox a \
+                          WHERE a.file_id = o.after_key AND a.published_at IS NULL AND a.seq < o.seq)) \
         ORDER BY o.seq LIMIT ?) \
     RETURNING seq, event_id, event_type, file_id, tenant_id, device_id, payload, created_at, \
               published_at, attempts, last_error";

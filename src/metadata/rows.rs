@@ -46,6 +46,7 @@ pub(super) struct NewOutboxRow<'a> {
     pub payload: &'a str,
     pub created_at: NaiveDateTime,
     pub attempts: i32,
+    pub after_key: Option<String>,
 }
 
 /// One outbox entry, as `valet events list` shows it.

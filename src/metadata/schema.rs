@@ -48,6 +48,7 @@ diesel::table! {
         attempts -> Integer,
         last_error -> Nullable<Text>,
         claimed_until -> Nullable<Timestamp>,
+        after_key -> Nullable<Text>,
     }
 }
 

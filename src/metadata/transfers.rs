@@ -10,9 +10,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::db::DbConnection;
-use super::rows::{utc, NewOutboxRow};
-use super::schema::{files, inboxes, outbox, transfer_recipients, transfers};
-use super::{now_micros, MetadataStore, StoreError};
+use super::rows::utc;
+use super::schema::{files, inboxes, transfer_recipients, transfers};
+use super::{append_outbox, now_micros, MetadataStore, OutboxOrder, StoreError};
 use crate::domain::{
     AcceptFrom, DeviceId, FileId, FileStatus, Recipient, ServiceName, Sha256, TenantId, Transfer,
     TransferId, TransferState, TransferredFile,
@@ -275,18 +275,14 @@ fn record_events<'a>(
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         // The file id keys the relay's ordering: a transfer's events follow its
         // file's, and each other, in the order they were recorded.
-        diesel::insert_into(outbox::table)
-            .values(NewOutboxRow {
-                event_id: &event.id,
-                event_type: &event.event_type,
-                file_id: transfer.file_id.to_string(),
-                tenant_id: transfer.tenant_id.as_str(),
-                device_id: Some(recipient.as_str()),
-                payload: &event.payload,
-                created_at: at.naive_utc(),
-                attempts: 0,
-            })
-            .execute(conn)?;
+        append_outbox(
+            conn,
+            &event,
+            OutboxOrder::key(transfer.file_id),
+            &transfer.tenant_id,
+            Some(recipient),
+            at,
+        )?;
     }
     Ok(())
 }

@@ -174,13 +174,23 @@ impl Worker {
         let outcome = self.attempt(&job).await;
         let jobs = &self.service.settings().jobs;
         let attempt = match outcome {
-            Ok(()) => Attempt::Succeeded {
-                source_grace: chrono::Duration::seconds(
-                    jobs.source_grace_secs
-                        .unwrap_or(self.service.settings().uploads.download_url_ttl_secs)
-                        as i64,
-                ),
-            },
+            Ok(file) => {
+                // The cache shows the file as the success will record it before
+                // the job can be seen succeeded: whoever waits for the job and then
+                // reads the file sees the change (the copy on the target is
+                // committed already, so a URL signed for it works). If the success
+                // is not recorded after all, `end` drops the entry.
+                let mut file = file;
+                job.apply_success(&mut file);
+                self.service.cache.put(&file).await;
+                Attempt::Succeeded {
+                    source_grace: chrono::Duration::seconds(
+                        jobs.source_grace_secs
+                            .unwrap_or(self.service.settings().uploads.download_url_ttl_secs)
+                            as i64,
+                    ),
+                }
+            }
             Err(Stop::Lost) => {
                 tracing::warn!(job_id = %job.id, "lost the job's lease to another worker");
                 return;
@@ -211,12 +221,19 @@ impl Worker {
     /// Records how the attempt ended, cleaning the target when the success
     /// cannot be recorded.
     async fn end(&self, job: &Job, attempt: Attempt) {
+        let shown_in_advance = matches!(attempt, Attempt::Succeeded { .. });
         let message = EndAttempt {
             id: job.id,
             owner: self.owner.clone(),
             attempt,
         };
-        match self.service.store.send(message).await {
+        let recorded = self.service.store.send(message).await;
+        let happened = matches!(recorded, Ok(Ok(Ended::Recorded { file: Some(_), .. })));
+        if shown_in_advance && !happened {
+            // The success shown in advance (see `work`) did not happen.
+            self.service.cache.remove(&job.file_id).await;
+        }
+        match recorded {
             Ok(Ok(Ended::Recorded { file, .. })) => {
                 if let Some(file) = file {
                     self.service.cache.put(&file).await;
@@ -240,7 +257,8 @@ impl Worker {
         }
     }
 
-    async fn attempt(&self, job: &Job) -> Result<(), Stop> {
+    /// Copies and verifies; returns the file as it was before the copy.
+    async fn attempt(&self, job: &Job) -> Result<File, Stop> {
         self.renew(job, 0, Some(JobState::Copying)).await?;
         let file = self.file(job).await?;
         self.log(
@@ -260,7 +278,8 @@ impl Worker {
             format!("copied {written} bytes in {seconds:.1} s; SHA-256 matches the file's"),
         )
         .await;
-        self.verify(job, &file).await
+        self.verify(job, &file).await?;
+        Ok(file)
     }
 
     /// The file, if it can still be copied as the job says.

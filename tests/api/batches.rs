@@ -532,6 +532,62 @@ async fn the_reconciler_finishes_an_abandon_that_was_interrupted() {
 }
 
 #[actix_web::test]
+async fn with_two_relays_each_batch_still_arrives_before_its_files() {
+    let broker = Broker::new().await;
+    let everything = broker.bind("#").await;
+    let app = spawn_app_on_postgres(|s| broker.configure(s, BROKER)).await;
+    // A second instance on the same database relays too.
+    app.spawn_another_instance().await;
+    let device = app.device_token("acme", "dev-1");
+    let mut batches = Vec::new();
+    for b in 0..4 {
+        let batch = id_of(&app.create_batch_ok(&device, json!({})).await);
+        for n in 0..8 {
+            app.upload(
+                &device,
+                &body_of(1000 * b + n + 1),
+                json!({"batch_id": batch}),
+            )
+            .await;
+        }
+        batches.push(batch);
+    }
+    for batch in &batches {
+        assert_eq!(
+            app.commit_batch(&device, batch).await.status().as_u16(),
+            200
+        );
+    }
+    let messages = everything.wait_for(4 * 9).await;
+    assert_eq!(messages.len(), 36, "{messages:?}");
+    for batch in &batches {
+        let announced = messages
+            .iter()
+            .position(|m| {
+                m.kind == "io.valet.batch.committed" && m.body["batchid"] == batch.as_str()
+            })
+            .expect("the batch event");
+        let files: Vec<&str> = messages[announced].body["data"]["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| f["id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(files.len(), 8);
+        for (at, message) in messages.iter().enumerate() {
+            if message.kind == "io.valet.file.uploaded"
+                && files.contains(&message.body["data"]["id"].as_str().expect("id"))
+            {
+                assert!(
+                    at > announced,
+                    "a file event of {batch} came before its batch's"
+                );
+            }
+        }
+    }
+}
+
+#[actix_web::test]
 async fn two_instances_committing_one_batch_record_one_set_of_events() {
     let app = spawn_app_on_postgres(|_| {}).await;
     let second = app.spawn_another_instance().await;

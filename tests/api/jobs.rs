@@ -1092,46 +1092,30 @@ async fn job_requests_that_cannot_run_are_refused() {
     let pending = app.create_ok(&device, &body_of(3001), json!({})).await;
     let pending_id = id_of(&pending["file"]);
 
-    assert_problem(
-        app.post_job(
-            &service,
+    for (body, status, code) in [
+        (
             json!({"kind": "move", "file_id": pending_id, "target_backend": SECOND}),
-        )
-        .await,
-        409,
-        "not_uploaded",
-    )
-    .await;
-    assert_problem(
-        app.post_job(
-            &service,
+            409,
+            "not_uploaded",
+        ),
+        (
             json!({"kind": "move", "file_id": id, "target_backend": "nowhere"}),
-        )
-        .await,
-        400,
-        "invalid_request",
-    )
-    .await;
-    assert_problem(
-        app.post_job(
-            &service,
+            400,
+            "invalid_request",
+        ),
+        (
             json!({"kind": "copy", "file_id": id, "target_backend": "local"}),
-        )
-        .await,
-        409,
-        "conflict",
-    )
-    .await;
-    assert_problem(
-        app.post_job(
-            &service,
+            409,
+            "conflict",
+        ),
+        (
             json!({"kind": "copy", "file_id": uuid::Uuid::now_v7(), "target_backend": SECOND}),
-        )
-        .await,
-        404,
-        "not_found",
-    )
-    .await;
+            404,
+            "not_found",
+        ),
+    ] {
+        assert_problem(app.post_job(&service, body).await, status, code).await;
+    }
     for body in [
         json!({"kind": "teleport", "file_id": id, "target_backend": SECOND}),
         json!({"kind": "copy", "file_id": id}),
