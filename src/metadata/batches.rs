@@ -10,12 +10,10 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::db::DbConnection;
-use super::rows::{utc, FileRow};
+use super::rows::{parse_root, utc, FileRow};
 use super::schema::{batches, files};
 use super::{append_outbox, now_micros, MetadataStore, OutboxOrder, StoreError};
-use crate::domain::{
-    Batch, BatchId, BatchState, DeviceId, File, FileId, FileStatus, Root, TenantId,
-};
+use crate::domain::{Batch, BatchId, BatchState, File, FileId, FileStatus, Root, TenantId};
 use crate::events::{batch_event, file_event, BatchEventKind, EventKind};
 use crate::telemetry::metrics;
 
@@ -130,15 +128,12 @@ impl BatchRow {
     fn into_batch(self, files: Option<Vec<File>>) -> Result<Batch, StoreError> {
         let id = self.id.clone();
         let bad = |what: &str| StoreError::Internal(format!("corrupt batch row {id}: {what}"));
+        let (tenant_id, device_id) =
+            parse_root(&self.tenant_id, self.device_id.as_deref()).map_err(bad)?;
         Ok(Batch {
             id: self.id.parse().map_err(|_| bad("id"))?,
-            tenant_id: TenantId::parse(&self.tenant_id).map_err(|_| bad("tenant_id"))?,
-            device_id: self
-                .device_id
-                .as_deref()
-                .map(DeviceId::parse)
-                .transpose()
-                .map_err(|_| bad("device_id"))?,
+            tenant_id,
+            device_id,
             name: self.name,
             metadata: serde_json::from_str::<BTreeMap<String, String>>(&self.metadata)
                 .map_err(|_| bad("metadata"))?,

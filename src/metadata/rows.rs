@@ -120,15 +120,12 @@ impl FileRow {
             id: id.clone(),
             what: what.to_owned(),
         };
+        let (tenant_id, device_id) =
+            parse_root(&self.tenant_id, self.device_id.as_deref()).map_err(bad)?;
         Ok(File {
             id: self.id.parse::<FileId>().map_err(|_| bad("id"))?,
-            tenant_id: TenantId::parse(&self.tenant_id).map_err(|_| bad("tenant_id"))?,
-            device_id: self
-                .device_id
-                .as_deref()
-                .map(DeviceId::parse)
-                .transpose()
-                .map_err(|_| bad("device_id"))?,
+            tenant_id,
+            device_id,
             name: self.name,
             size: u64::try_from(self.size).map_err(|_| bad("size"))?,
             sha256: Sha256::parse_hex(&self.sha256).map_err(|_| bad("sha256"))?,
@@ -176,6 +173,20 @@ pub(super) fn encode_replicas(replicas: &[Replica]) -> Option<String> {
         return None;
     }
     serde_json::to_string(replicas).ok()
+}
+
+/// A row's root columns: its tenant and its device (none for the shared root).
+/// The error names the column that does not decode.
+pub(super) fn parse_root(
+    tenant: &str,
+    device: Option<&str>,
+) -> Result<(TenantId, Option<DeviceId>), &'static str> {
+    let tenant = TenantId::parse(tenant).map_err(|_| "tenant_id")?;
+    let device = device
+        .map(DeviceId::parse)
+        .transpose()
+        .map_err(|_| "device_id")?;
+    Ok((tenant, device))
 }
 
 pub(super) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
