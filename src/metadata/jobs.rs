@@ -891,21 +891,13 @@ impl Handler<RenewJob> for MetadataStore {
         if changed == 0 {
             return Ok(Renewal::Lost);
         }
-        if let Some(state) = msg.state {
-            if let Some(kind) = jobs::table
-                .filter(jobs::id.eq(&id))
-                .select(jobs::kind)
-                .first::<String>(&mut conn)
-                .optional()?
-                .and_then(|k| k.parse::<JobKind>().ok())
-            {
-                metrics::record_job(kind.as_str(), state.as_str());
-            }
-        }
-        let cancel_requested: bool = jobs::table
+        let (kind, cancel_requested): (String, bool) = jobs::table
             .filter(jobs::id.eq(&id))
-            .select(jobs::cancel_requested)
+            .select((jobs::kind, jobs::cancel_requested))
             .first(&mut conn)?;
+        if let (Some(state), Ok(kind)) = (msg.state, kind.parse::<JobKind>()) {
+            metrics::record_job(kind.as_str(), state.as_str());
+        }
         Ok(Renewal::Held { cancel_requested })
     }
 }
