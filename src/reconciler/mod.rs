@@ -23,6 +23,7 @@ use crate::domain::{Completion, File, FileId, TenantId};
 use crate::metadata::{
     ClaimOverdue, MetadataStore, PendingBacklog, PurgeFinished, RetentionDue, StoreError,
 };
+use crate::problem::ApiError;
 use crate::service::{FileService, STORAGE_CONCURRENCY};
 use crate::telemetry::metrics;
 
@@ -112,38 +113,33 @@ pub async fn run_pass(service: &FileService) {
 /// Ends the transfers past their `expires_at` (their downloads already answer
 /// 404): state `expired`, one `io.valet.transfer.expired` event per recipient.
 pub async fn expire_transfers(service: &FileService) -> usize {
-    match service
+    let result = service
         .expire_transfers(service.settings().reconciler.batch_size)
-        .await
-    {
-        Ok(expired) => {
-            if expired > 0 {
-                tracing::info!(expired, "expired transfers");
-            }
-            expired
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot expire transfers now; retrying later");
-            0
-        }
-    }
+        .await;
+    count_expired(result, "transfers")
 }
 
 /// Abandons the open batches past their `expires_at`: their files and objects are
 /// deleted, and one `io.valet.batch.expired` event is recorded per batch.
 pub async fn expire_batches(service: &FileService) -> usize {
-    match service
+    let result = service
         .expire_batches(service.settings().reconciler.batch_size)
-        .await
-    {
+        .await;
+    count_expired(result, "batches")
+}
+
+/// How many `what` (transfers, batches) a pass expired, logged; a failure is
+/// logged and counts none (the next pass tries again).
+fn count_expired(result: Result<usize, ApiError>, what: &str) -> usize {
+    match result {
         Ok(expired) => {
             if expired > 0 {
-                tracing::info!(expired, "expired batches");
+                tracing::info!(expired, "expired {what}");
             }
             expired
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot expire batches now; retrying later");
+            tracing::warn!(error = %e, "cannot expire {what} now; retrying later");
             0
         }
     }
