@@ -212,36 +212,12 @@ impl ApiClient {
         state: Option<&str>,
         group_id: Option<&str>,
     ) -> anyhow::Result<Vec<Value>> {
-        let mut jobs = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = self.url("/v1/jobs")?;
-            {
-                let mut query = url.query_pairs_mut();
-                query.append_pair("limit", &PAGE_SIZE.to_string());
-                if let Some(state) = state {
-                    query.append_pair("state", state);
-                }
-                if let Some(group_id) = group_id {
-                    query.append_pair("group_id", group_id);
-                }
-                if let Some(cursor) = &cursor {
-                    query.append_pair("cursor", cursor);
-                }
-            }
-            let page = self.api(self.http.get(url), "list jobs").await?;
-            jobs.extend(
-                page["jobs"]
-                    .as_array()
-                    .context("no jobs in the answer")?
-                    .iter()
-                    .cloned(),
-            );
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return Ok(jobs),
-            }
-        }
+        let limit = PAGE_SIZE.to_string();
+        let mut filters = vec![("limit", limit.as_str())];
+        filters.extend(state.map(|state| ("state", state)));
+        filters.extend(group_id.map(|group_id| ("group_id", group_id)));
+        self.all_pages("/v1/jobs", &filters, "jobs", "list jobs")
+            .await
     }
 
     /// `GET /v1/jobs/{id}/log`: the job's log, one line per step.

@@ -137,6 +137,41 @@ impl ApiClient {
             .with_context(|| format!("{what}: the answer is not JSON"))
     }
 
+    /// Every item of the listing at `path` (the `field` array of each page),
+    /// following `next_cursor` to the last page; `filters` go in every page's query.
+    async fn all_pages(
+        &self,
+        path: &str,
+        filters: &[(&str, &str)],
+        field: &str,
+        what: &str,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = self.url(path)?;
+            {
+                let mut query = url.query_pairs_mut();
+                query.extend_pairs(filters);
+                if let Some(cursor) = &cursor {
+                    query.append_pair("cursor", cursor);
+                }
+            }
+            let page = self.api(self.http.get(url), what).await?;
+            items.extend(
+                page[field]
+                    .as_array()
+                    .with_context(|| format!("no {field} in the answer"))?
+                    .iter()
+                    .cloned(),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
     /// `GET /v1/files/{id}`.
     async fn get_file(&self, id: &str) -> anyhow::Result<Value> {
         self.api(

@@ -34,34 +34,10 @@ impl ApiClient {
     /// Every transfer offered to the calling device, newest first (all pages),
     /// optionally only those in which its state is `state`.
     pub async fn inbox(&self, state: Option<&str>) -> anyhow::Result<Vec<Value>> {
-        let mut transfers = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = self.url("/v1/transfers")?;
-            {
-                let mut query = url.query_pairs_mut();
-                query.append_pair("direction", "in");
-                query.append_pair("limit", "1000");
-                if let Some(state) = state {
-                    query.append_pair("state", state);
-                }
-                if let Some(cursor) = &cursor {
-                    query.append_pair("cursor", cursor);
-                }
-            }
-            let page = self.api(self.http.get(url), "list transfers").await?;
-            transfers.extend(
-                page["transfers"]
-                    .as_array()
-                    .context("no transfers in the answer")?
-                    .iter()
-                    .cloned(),
-            );
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return Ok(transfers),
-            }
-        }
+        let mut filters = vec![("direction", "in"), ("limit", "1000")];
+        filters.extend(state.map(|state| ("state", state)));
+        self.all_pages("/v1/transfers", &filters, "transfers", "list transfers")
+            .await
     }
 
     /// Downloads the file of transfer `id` to `output` (checking its length and
