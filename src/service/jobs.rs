@@ -105,12 +105,13 @@ impl FileService {
         self.authorize(who, operation, tenant, Decision::Allow, None, job_not_found)
     }
 
-    fn target_backend(&self, name: &str) -> Result<(), ApiError> {
+    /// Refuses a backend name (given in body field `field`) that is not configured.
+    fn configured_backend(&self, field: &str, name: &str) -> Result<(), ApiError> {
         if self.storage.names().any(|n| n == name) {
             Ok(())
         } else {
             Err(ApiError::invalid(format!(
-                "target_backend {name:?} is not a configured backend"
+                "{field} {name:?} is not a configured backend"
             )))
         }
     }
@@ -131,7 +132,7 @@ impl FileService {
         request: CreateJobRequest,
     ) -> Result<CreatedJobs, ApiError> {
         self.job_manager(who, Operation::Write)?;
-        self.target_backend(&request.target_backend)?;
+        self.configured_backend("target_backend", &request.target_backend)?;
         match (request.file_id, request.selector) {
             (Some(file_id), None) => self
                 .file_job(who, file_id, request.kind, &request.target_backend)
@@ -139,11 +140,7 @@ impl FileService {
                 .map(CreatedJobs::One),
             (None, Some(selector)) => {
                 if let Some(backend) = &selector.backend {
-                    if !self.storage.names().any(|n| n == backend) {
-                        return Err(ApiError::invalid(format!(
-                            "selector.backend {backend:?} is not a configured backend"
-                        )));
-                    }
+                    self.configured_backend("selector.backend", backend)?;
                 }
                 let group_id = JobGroupId::new();
                 let max = self.settings.jobs.max_group_files;
