@@ -3,8 +3,6 @@
 //! then every file's `uploaded` event are recorded together.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -37,34 +35,11 @@ pub enum BatchState {
     Abandoned,
 }
 
-impl BatchState {
-    /// The stored and serialised form.
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            BatchState::Open => "open",
-            BatchState::Committed => "committed",
-            BatchState::Abandoned => "abandoned",
-        }
-    }
-}
-
-impl FromStr for BatchState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(BatchState::Open),
-            "committed" => Ok(BatchState::Committed),
-            "abandoned" => Ok(BatchState::Abandoned),
-            other => Err(format!("unknown batch state {other:?}")),
-        }
-    }
-}
-
-impl fmt::Display for BatchState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+super::stored_names::stored_names!(BatchState, "batch state" {
+    Open => "open",
+    Committed => "committed",
+    Abandoned => "abandoned",
+});
 
 /// A batch as valet records it and the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -1,6 +1,4 @@
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use std::sync::OnceLock;
 
@@ -89,40 +87,14 @@ pub enum FileStatus {
     Expired,
 }
 
-impl FileStatus {
-    /// The stored and serialised form.
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            FileStatus::Pending => "pending",
-            FileStatus::Verifying => "verifying",
-            FileStatus::Uploaded => "uploaded",
-            FileStatus::Rejected => "rejected",
-            FileStatus::Deleted => "deleted",
-            FileStatus::Expired => "expired",
-        }
-    }
-}
-
-impl FromStr for FileStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(FileStatus::Pending),
-            "verifying" => Ok(FileStatus::Verifying),
-            "uploaded" => Ok(FileStatus::Uploaded),
-            "rejected" => Ok(FileStatus::Rejected),
-            "deleted" => Ok(FileStatus::Deleted),
-            "expired" => Ok(FileStatus::Expired),
-            other => Err(format!("unknown file status {other:?}")),
-        }
-    }
-}
-
-impl fmt::Display for FileStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+super::stored_names::stored_names!(FileStatus, "file status" {
+    Pending => "pending",
+    Verifying => "verifying",
+    Uploaded => "uploaded",
+    Rejected => "rejected",
+    Deleted => "deleted",
+    Expired => "expired",
+});
 
 /// Longest file name, in characters.
 pub const MAX_NAME_CHARS: usize = 1024;

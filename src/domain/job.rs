@@ -1,9 +1,6 @@
 //! Jobs: server-side copies and moves of a file's object from one backend to
 //! another, worked in the background by the `Mover` of some instance.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -52,40 +49,8 @@ pub enum JobState {
     Cancelled,
 }
 
-macro_rules! stored_names {
-    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            /// The stored and serialised form.
-            pub const fn as_str(&self) -> &'static str {
-                match self {
-                    $(Self::$variant => $name),+
-                }
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($name => Ok(Self::$variant),)+
-                    other => Err(format!(
-                        "unknown {} {other:?}",
-                        stringify!($ty)
-                    )),
-                }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-stored_names!(JobKind { Copy => "copy", Move => "move" });
-stored_names!(JobState {
+super::stored_names::stored_names!(JobKind, "job kind" { Copy => "copy", Move => "move" });
+super::stored_names::stored_names!(JobState, "job state" {
     Created => "created",
     Scheduled => "scheduled",
     Copying => "copying",

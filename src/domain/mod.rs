@@ -8,6 +8,7 @@ mod file;
 mod ids;
 mod job;
 mod parts;
+mod stored_names;
 mod text;
 mod transfer;
 mod whole;

@@ -2,9 +2,6 @@
 //! from), and a transfer offering one uploaded file to recipients until it expires
 //! or is revoked.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -44,40 +41,18 @@ pub enum TransferState {
 }
 
 impl TransferState {
-    /// The stored and serialised form.
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            TransferState::Offered => "offered",
-            TransferState::Received => "received",
-            TransferState::Revoked => "revoked",
-            TransferState::Expired => "expired",
-        }
-    }
-
     /// Whether the file can still be downloaded through the transfer.
     pub const fn is_live(&self) -> bool {
         matches!(self, TransferState::Offered | TransferState::Received)
     }
 }
 
-impl fmt::Display for TransferState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TransferState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "offered" => Ok(TransferState::Offered),
-            "received" => Ok(TransferState::Received),
-            "revoked" => Ok(TransferState::Revoked),
-            "expired" => Ok(TransferState::Expired),
-            other => Err(format!("unknown transfer state {other:?}")),
-        }
-    }
-}
+super::stored_names::stored_names!(TransferState, "transfer state" {
+    Offered => "offered",
+    Received => "received",
+    Revoked => "revoked",
+    Expired => "expired",
+});
 
 /// Whom a device accepts files from: `"*"` (any device of its tenant) or a list
 /// of device ids (empty: nobody). Services may always send.
