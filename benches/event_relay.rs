@@ -87,7 +87,7 @@ fn main() {
             let mut conn = schema_ready.get().expect("conn");
             valet::metadata::db::run_migrations(&mut conn).expect("migrate");
             let now = chrono::Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f");
-            diesel::sql_query("BEGIN").execute(&mut *conn).expect("begin");
+            diesel::sql_query("BEGIN").execute(&mut **conn).expect("begin");
             for i in 0..BACKLOG {
                 let file_id = uuid::Uuid::now_v7();
                 let payload = json!({"specversion": "1.0", "id": uuid::Uuid::new_v4(), "type": "io.valet.file.uploaded",
@@ -99,10 +99,10 @@ fn main() {
                     i % 100,
                     payload
                 ))
-                .execute(&mut *conn)
+                .execute(&mut **conn)
                 .expect("insert");
             }
-            diesel::sql_query("COMMIT").execute(&mut *conn).expect("commit");
+            diesel::sql_query("COMMIT").execute(&mut **conn).expect("commit");
         }
         let started = Instant::now();
         let app = Application::build(settings.clone()).await.expect("valet starts");

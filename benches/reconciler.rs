@@ -51,7 +51,7 @@ fn main() {
         let long_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
             .naive_utc()
             .format("%Y-%m-%d %H:%M:%S%.6f");
-        diesel::sql_query("BEGIN").execute(&mut *conn).expect("begin");
+        diesel::sql_query("BEGIN").execute(&mut **conn).expect("begin");
         for chunk in 0..BACKLOG / 500 {
             let rows: Vec<String> = (0..500)
                 .map(|i| {
@@ -71,10 +71,10 @@ fn main() {
                  reconcile_after) VALUES {}",
                 rows.join(", ")
             ))
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .expect("insert");
         }
-        diesel::sql_query("COMMIT").execute(&mut *conn).expect("commit");
+        diesel::sql_query("COMMIT").execute(&mut **conn).expect("commit");
 
         let started = Instant::now();
         let app = Application::build(settings).await.expect("valet starts");
@@ -83,7 +83,7 @@ fn main() {
         loop {
             let pending: Vec<Count> =
                 diesel::sql_query("SELECT count(*) AS n FROM files WHERE status = 'pending'")
-                    .load(&mut *conn)
+                    .load(&mut **conn)
                     .expect("count");
             if pending.first().is_some_and(|c| c.n == 0) {
                 break;
@@ -95,7 +95,7 @@ fn main() {
         let events: Vec<Count> = diesel::sql_query(
             "SELECT count(*) AS n FROM outbox WHERE event_type = 'io.valet.file.expired'",
         )
-        .load(&mut *conn)
+        .load(&mut **conn)
         .expect("count");
         println!(
             "reconciler: {BACKLOG} overdue files expired in {elapsed:.2?} ({:.0} files/s, start-up and \

@@ -18,7 +18,8 @@
 #   list      GET /v1/files?limit=100
 # and prints, per scenario and round, req/s, p50/p99, failures (answers of 400 or more
 # plus socket errors), valet's CPU time per request (utime + stime of the valet process
-# from /proc/<pid>/stat over the run, divided by the requests served), the ratio to the
+# from /proc/<pid>/stat over the run, divided by the requests served), on postgres the
+# CPU time the local PostgreSQL processes spent per request (the same way), the ratio to the
 # /healthz floor of the same round and, for create, to the pgbench ceiling; then the
 # median of the rounds.
 #
@@ -326,6 +327,21 @@ cpu_ticks() {
   echo $((fields[11] + fields[12]))
 }
 
+# CPU time (clock ticks) every local PostgreSQL server process has used so far: the
+# database's share of a request, which valet's own figure leaves out. Empty when
+# PostgreSQL runs elsewhere (no such processes here).
+db_ticks() {
+  local pid stat total=0 found=0
+  for pid in $(pgrep -x postgres 2>/dev/null); do
+    stat=$(<"/proc/$pid/stat") 2>/dev/null || continue
+    stat=${stat##*) }
+    read -r -a fields <<<"$stat"
+    total=$((total + fields[11] + fields[12]))
+    found=1
+  done
+  [ "$found" = 1 ] && echo "$total" || echo ""
+}
+
 # ------------------------------------------------------------------ scenarios
 
 # Answers of 400 or more valet has counted so far, by status ("503 2" lines), from
@@ -340,32 +356,40 @@ error_statuses() {
 }
 
 # run_wrk CONFIG REP SCENARIO LUA URL CONNECTIONS [LOAD_*=VALUE…]: one wrk run; appends
-# a row to results.tsv: config rep scenario req/s p50_ms p99_ms failures cpu_us/req
+# a row to results.tsv: config rep scenario req/s p50_ms p99_ms failures cpu_us/req db_cpu_us/req
 # requests, and what the failures were.
 run_wrk() {
   local config=$1 rep=$2 scenario=$3 lua=$4 url=$5 conns=$6
   shift 6
-  local out=$results/$config-$scenario-$rep.txt before after seen
+  local out=$results/$config-$scenario-$rep.txt before after seen db_before db_after
   error_statuses >"$work/statuses.before"
+  db_before=$(db_ticks)
   before=$(cpu_ticks)
   env LOAD_LUA_DIR="$repo/scripts/load" LOAD_TOKEN="$token" LOAD_SALT="$(printf '%08x' $((RANDOM * 32768 + RANDOM)))" "$@" \
     wrk -t"$threads" -c"$conns" -d"$duration" --timeout "$timeout" --latency \
     -s "$repo/scripts/load/$lua" "$url" >"$out" 2>&1 \
     || { cat "$out" >&2; die "wrk failed ($config $scenario, rep $rep)"; }
   after=$(cpu_ticks)
+  db_after=$(db_ticks)
   error_statuses >"$work/statuses.after"
   seen=$(awk 'FILENAME == ARGV[1] { b[$1] = $2; next }
     { d = $2 - b[$1]; if (d > 0) { printf "%s%s:%d", sep, $1, d; sep = "," } }' \
     "$work/statuses.before" "$work/statuses.after")
   local line
   line=$(grep '^VALET_LOAD ' "$out") || { cat "$out" >&2; die "no result from wrk ($config $scenario, rep $rep)"; }
+  # The database's CPU only where it is PostgreSQL (SQLite is inside valet's figure).
+  local db_cpu=-
+  if [ "$config" = postgres ] && [ -n "$db_before" ] && [ -n "$db_after" ]; then
+    db_cpu=$((db_after - db_before))
+  fi
   awk -v config="$config" -v rep="$rep" -v scenario="$scenario" -v cpu=$((after - before)) \
-    -v hz="$ticks_per_sec" -v seen="$seen" '
+    -v hz="$ticks_per_sec" -v seen="$seen" -v db_cpu="$db_cpu" '
     { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     END {
       fails = v["status"] + v["connect"] + v["read"] + v["write"] + v["timeout"]
       rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
       cpu_us = v["requests"] > 0 ? cpu / hz * 1e6 / v["requests"] : 0
+      db_us = db_cpu == "-" || v["requests"] == 0 ? "-" : sprintf("%.1f", db_cpu / hz * 1e6 / v["requests"])
       # statuses valet counted, answers of 400 or more it did not (the HTTP layer
       # refusing a request before valet sees it), socket errors
       detail = seen == "" ? "" : "status " seen
@@ -373,8 +397,8 @@ run_wrk() {
       if (v["status"] > counted) detail = detail (detail == "" ? "" : ", ") "not counted by valet " v["status"] - counted
       split("connect read write timeout", kinds, " ")
       for (i = 1; i <= 4; i++) if (v[kinds[i]] > 0) detail = detail (detail == "" ? "" : ", ") "socket " kinds[i] " " v[kinds[i]]
-      printf "%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%d\t%.1f\t%d\t%s\n", config, rep, scenario, rps,
-        v["p50_us"] / 1000, v["p99_us"] / 1000, fails, cpu_us, v["requests"], detail == "" ? "-" : detail
+      printf "%s\t%s\t%s\t%.1f\t%.2f\t%.2f\t%d\t%.1f\t%s\t%d\t%s\n", config, rep, scenario, rps,
+        v["p50_us"] / 1000, v["p99_us"] / 1000, fails, cpu_us, db_us, v["requests"], detail == "" ? "-" : detail
     }' <<<"$line" >>"$tsv"
 }
 
@@ -402,7 +426,7 @@ run_pgbench() {
       printf "%.2f %.2f\n", v[p50] / 1000, v[p99] / 1000
     }')
   rm -f "$logs".*
-  printf '%s\t%s\tpgbench\t%s\t%s\t%s\t%s\t-\t%s\t%s\n' "$config" "$rep" "$tps" \
+  printf '%s\t%s\tpgbench\t%s\t%s\t%s\t%s\t-\t-\t%s\t%s\n' "$config" "$rep" "$tps" \
     "${percentiles% *}" "${percentiles#* }" "${failed:-0}" "$processed" \
     "$([ "${failed:-0}" -gt 0 ] && echo "failed transactions" || echo -)" >>"$tsv"
 }
@@ -423,8 +447,8 @@ print_table() {
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
       }
       function add(key, value) { col[key] = (key in col) ? col[key] " " value : value }
-      function row(name, rep, rps, p50, p99, fails, cpu, floor, ceil) {
-        printf "%-9s %6s %11s %8s %8s %8s %10s %7s %9s\n", name, rep, rps, p50, p99, fails, cpu, floor, ceil
+      function row(name, rep, rps, p50, p99, fails, cpu, db, floor, ceil) {
+        printf "%-9s %6s %11s %8s %8s %8s %10s %10s %7s %9s\n", name, rep, rps, p50, p99, fails, cpu, db, floor, ceil
       }
       function num(x, fmt) { return x == "-" ? "-" : sprintf(fmt, x) }
       $1 == config {
@@ -434,7 +458,7 @@ print_table() {
         if (!($3 in seen)) { seen[$3] = 1; order[++scenarios] = $3 }
       }
       END {
-        row("scenario", "round", "req/s", "p50 ms", "p99 ms", "failed", "CPU us/req", "x floor", "x pgbench")
+        row("scenario", "round", "req/s", "p50 ms", "p99 ms", "failed", "CPU us/req", "PG us/req", "x floor", "x pgbench")
         for (s = 1; s <= scenarios; s++) {
           name = order[s]
           for (i = 1; i <= n; i++) {
@@ -444,19 +468,21 @@ print_table() {
             xc = name == "create" && (f[2] in ceiling) && ceiling[f[2]] > 0 ? f[4] / ceiling[f[2]] : "-"
             if (name == "pgbench") xf = "-"
             row(name, f[2], num(f[4], "%.0f"), num(f[5], "%.2f"), num(f[6], "%.2f"), f[7],
-              num(f[8], "%.1f"), num(xf, "%.3f"), num(xc, "%.3f"))
+              num(f[8], "%.1f"), num(f[9], "%.1f"), num(xf, "%.3f"), num(xc, "%.3f"))
             add(name SUBSEP 4, f[4]); add(name SUBSEP 5, f[5]); add(name SUBSEP 6, f[6])
-            add(name SUBSEP 7, f[7]); add(name SUBSEP 8, f[8]); add(name SUBSEP "xf", xf); add(name SUBSEP "xc", xc)
+            add(name SUBSEP 7, f[7]); add(name SUBSEP 8, f[8]); add(name SUBSEP 9, f[9])
+            add(name SUBSEP "xf", xf); add(name SUBSEP "xc", xc)
           }
           if (reps > 1)
             row(name, "median", num(median(col[name SUBSEP 4]), "%.0f"), num(median(col[name SUBSEP 5]), "%.2f"),
               num(median(col[name SUBSEP 6]), "%.2f"), median(col[name SUBSEP 7]),
-              num(median(col[name SUBSEP 8]), "%.1f"), num(median(col[name SUBSEP "xf"]), "%.3f"),
+              num(median(col[name SUBSEP 8]), "%.1f"), num(median(col[name SUBSEP 9]), "%.1f"),
+              num(median(col[name SUBSEP "xf"]), "%.3f"),
               num(median(col[name SUBSEP "xc"]), "%.3f"))
         }
         for (i = 1; i <= n; i++) {
           split(r[i], f, "\t")
-          if (f[7] > 0) printf "   failed, %s round %s: %s\n", f[3], f[2], f[10]
+          if (f[7] > 0) printf "   failed, %s round %s: %s\n", f[3], f[2], f[11]
         }
       }' "$tsv"
   } | tee -a "$results/table.txt"
@@ -613,7 +639,7 @@ overload() {
   printf '\nOK: every answer was 2xx or a 503 problem with Retry-After\n' | tee -a "$results/table.txt"
 }
 
-printf 'config\trep\tscenario\treq_per_s\tp50_ms\tp99_ms\tfailed\tcpu_us_per_req\trequests\tfailures\n' >"$tsv"
+printf 'config\trep\tscenario\treq_per_s\tp50_ms\tp99_ms\tfailed\tcpu_us_per_req\tdb_cpu_us_per_req\trequests\tfailures\n' >"$tsv"
 if [ "$mode" = overload ]; then
   overload "${configs[0]}"
 else

@@ -47,10 +47,10 @@ macro_rules! principal_id {
         pub struct $name(String);
 
         impl $name {
-            /// Validates and wraps an id.
-            pub fn parse(s: &str) -> Result<Self, IdError> {
-                check_id($what, s)?;
-                Ok(Self(s.to_owned()))
+            /// Validates and wraps an id (an owned `String` is kept, not copied).
+            pub fn parse(s: impl AsRef<str> + Into<String>) -> Result<Self, IdError> {
+                check_id($what, s.as_ref())?;
+                Ok(Self(s.into()))
             }
 
             /// The id as a string.
@@ -156,9 +156,9 @@ mod tests {
         for bad in ["", "a/b", "a\nb", "a\u{7f}"] {
             assert!(DeviceId::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(TenantId::parse(&"x".repeat(129)).is_err());
+        assert!(TenantId::parse("x".repeat(129)).is_err());
         // Lengths count characters, as the OpenAPI description's maxLength does.
-        assert!(DeviceId::parse(&"é".repeat(128)).is_ok());
+        assert!(DeviceId::parse("é".repeat(128)).is_ok());
     }
 
     #[test]

@@ -128,8 +128,7 @@ impl BatchRow {
     fn into_batch(self, files: Option<Vec<File>>) -> Result<Batch, StoreError> {
         let id = self.id.clone();
         let bad = |what: &str| StoreError::Internal(format!("corrupt batch row {id}: {what}"));
-        let (tenant_id, device_id) =
-            parse_root(&self.tenant_id, self.device_id.as_deref()).map_err(bad)?;
+        let (tenant_id, device_id) = parse_root(self.tenant_id, self.device_id).map_err(bad)?;
         Ok(Batch {
             id: self.id.parse().map_err(|_| bad("id"))?,
             tenant_id,
@@ -286,7 +285,7 @@ impl Handler<CreateBatch> for MetadataStore {
         let mut conn = self.conn()?;
         diesel::insert_into(batches::table)
             .values(BatchRow::from_batch(&msg.0))
-            .execute(&mut conn)?;
+            .execute(&mut *conn)?;
         metrics::record_batch(BatchState::Open.as_str(), msg.0.tenant_id.as_str());
         Ok(msg.0)
     }
@@ -312,7 +311,7 @@ impl Handler<GetBatchForJoin> for MetadataStore {
             .filter(files::batch_id.eq(&id))
             .filter(files::status.ne(FileStatus::Deleted.as_str()))
             .count()
-            .get_result(&mut conn)?;
+            .get_result(&mut *conn)?;
         Ok(Some((row.into_batch(None)?, count)))
     }
 }
@@ -410,7 +409,7 @@ impl Handler<DueBatches> for MetadataStore {
             .order(batches::expires_at.asc())
             .limit(msg.limit)
             .select(batches::id)
-            .load(&mut conn)?;
+            .load(&mut *conn)?;
         Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 }

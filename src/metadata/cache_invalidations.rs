@@ -28,7 +28,7 @@ impl Handler<RequestCacheInvalidation> for MetadataStore {
         let mut conn = self.conn()?;
         diesel::update(cache_invalidations::table.find(ROW))
             .set(cache_invalidations::requested.eq(cache_invalidations::requested + 1))
-            .execute(&mut conn)?;
+            .execute(&mut *conn)?;
         Ok(())
     }
 }
@@ -40,6 +40,6 @@ impl Handler<CacheInvalidations> for MetadataStore {
         Ok(cache_invalidations::table
             .find(ROW)
             .select(cache_invalidations::requested)
-            .first(&mut conn)?)
+            .first(&mut *conn)?)
     }
 }

@@ -1,6 +1,8 @@
 //! Database connections: one code base for Postgres and SQLite, chosen by URL.
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
@@ -21,6 +23,48 @@ pub enum DbConnection {
 
 /// A pool of [`DbConnection`]s.
 pub type DbPool = r2d2::Pool<ConnectionManager>;
+
+/// A connection back in the pool this recently is handed out again without a
+/// probe (pgx's rule): a busy pool does not pay a `SELECT 1` round trip per
+/// checkout, an idle one still finds connections the server dropped.
+const TRUST_RECENTLY_USED: Duration = Duration::from_secs(1);
+
+/// How many times a statement found its PostgreSQL connection gone (process-wide):
+/// every connection handed out before the latest loss is probed at its next
+/// checkout, so one failover costs at most the statement that noticed it.
+static CONNECTION_LOSSES: AtomicU64 = AtomicU64::new(0);
+
+/// Records that a statement found its connection gone.
+pub fn note_connection_lost() {
+    CONNECTION_LOSSES.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Connection losses so far (see [`note_connection_lost`]).
+pub fn connection_losses() -> u64 {
+    CONNECTION_LOSSES.load(Ordering::Acquire)
+}
+
+/// A pooled connection and what the pool knows of its health.
+pub struct PooledDb {
+    conn: DbConnection,
+    /// When it was last given back to the pool (or opened).
+    idle_since: Instant,
+    /// [`connection_losses`] when it was last handed out.
+    losses_seen: u64,
+}
+
+impl Deref for PooledDb {
+    type Target = DbConnection;
+    fn deref(&self) -> &DbConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for PooledDb {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.conn
+    }
+}
 
 /// Where the database is.
 #[derive(Debug, Clone)]
@@ -63,10 +107,46 @@ impl ConnectionManager {
 }
 
 impl r2d2::ManageConnection for ConnectionManager {
-    type Connection = DbConnection;
+    type Connection = PooledDb;
     type Error = ConnectionError;
 
-    fn connect(&self) -> Result<DbConnection, ConnectionError> {
+    fn connect(&self) -> Result<PooledDb, ConnectionError> {
+        let losses_seen = connection_losses();
+        Ok(PooledDb {
+            conn: self.open()?,
+            idle_since: Instant::now(),
+            losses_seen,
+        })
+    }
+
+    fn is_valid(&self, pooled: &mut PooledDb) -> Result<(), ConnectionError> {
+        let losses = connection_losses();
+        let trusted =
+            pooled.losses_seen == losses && pooled.idle_since.elapsed() < TRUST_RECENTLY_USED;
+        pooled.losses_seen = losses;
+        match &mut pooled.conn {
+            // A file has no server to drop it.
+            DbConnection::Sqlite(_) => Ok(()),
+            DbConnection::Postgresql(_) if trusted => Ok(()),
+            DbConnection::Postgresql(conn) => diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .map(|_| ())
+                .map_err(ConnectionError::CouldntSetupConfiguration),
+        }
+    }
+
+    fn has_broken(&self, pooled: &mut PooledDb) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        pooled.idle_since = Instant::now();
+        match &mut pooled.conn {
+            DbConnection::Postgresql(c) => c.is_broken(),
+            DbConnection::Sqlite(c) => c.is_broken(),
+        }
+    }
+}
+
+impl ConnectionManager {
+    fn open(&self) -> Result<DbConnection, ConnectionError> {
         match &self.target {
             Target::Postgres(url) => {
                 let mut conn = PgConnection::establish(url)?;
@@ -89,21 +169,6 @@ impl r2d2::ManageConnection for ConnectionManager {
             }
         }
     }
-
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectionError> {
-        diesel::sql_query("SELECT 1")
-            .execute(conn)
-            .map(|_| ())
-            .map_err(ConnectionError::CouldntSetupConfiguration)
-    }
-
-    fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        use diesel::r2d2::R2D2Connection;
-        match conn {
-            DbConnection::Postgresql(c) => c.is_broken(),
-            DbConnection::Sqlite(c) => c.is_broken(),
-        }
-    }
 }
 
 fn builder(size: u32, timeout: Duration) -> r2d2::Builder<ConnectionManager> {
@@ -111,7 +176,7 @@ fn builder(size: u32, timeout: Duration) -> r2d2::Builder<ConnectionManager> {
         .max_size(size)
         .connection_timeout(timeout)
         // Catches connections the server dropped (restart, pg_terminate_backend)
-        // before a request gets one.
+        // before a request gets one; see `TRUST_RECENTLY_USED` for when it probes.
         .test_on_check_out(true)
 }
 

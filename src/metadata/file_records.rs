@@ -109,79 +109,80 @@ impl MetadataStore {
         to: FileStatus,
         event: impl Fn(FileStatus) -> Option<EventKind>,
     ) -> Result<Transition, StoreError> {
-        let mut conn = self.conn()?;
         let id = id.to_string();
         let mut revoked = Vec::new();
-        let transition = conn.transaction::<_, StoreError, _>(|conn| {
-            // Read the current status after taking the row's write lock (the UPDATE
-            // comes first), so the event matches the status actually left.
-            let now = now_micros();
-            for &previous in from {
-                let uploaded_at = if to == FileStatus::Uploaded {
-                    Some(now.naive_utc())
-                } else {
-                    None
-                };
-                let target = files::table
-                    .filter(files::id.eq(&id))
-                    .filter(files::status.eq(previous.as_str()));
-                let changed = if to == FileStatus::Uploaded {
-                    diesel::update(target)
-                        .set((
-                            files::status.eq(to.as_str()),
-                            files::updated_at.eq(now.naive_utc()),
-                            files::uploaded_at.eq(uploaded_at),
-                        ))
-                        .execute(conn)?
-                } else {
-                    diesel::update(target)
-                        .set((
-                            files::status.eq(to.as_str()),
-                            files::updated_at.eq(now.naive_utc()),
-                            // A new status starts without a lease (a `verifying`
-                            // file is claimed by the verifier at once).
-                            files::reconcile_after.eq(None::<chrono::NaiveDateTime>),
-                        ))
-                        .execute(conn)?
-                };
-                if changed == 1 {
-                    if matches!(to, FileStatus::Deleted | FileStatus::Rejected) {
-                        // Its upload URL may still be used: the key is swept once
-                        // that URL has expired (see `ClaimTombstones`).
-                        diesel::update(
-                            files::table
-                                .filter(files::id.eq(&id))
-                                .filter(files::upload_expires_at.gt(now.naive_utc())),
-                        )
-                        .set(files::sweep_after.eq(files::upload_expires_at.nullable()))
-                        .execute(conn)?;
-                    }
-                    let (file, batch) = load_in_batch(conn, &id)?.ok_or_else(|| {
-                        StoreError::Internal(format!("file {id} vanished inside a transaction"))
-                    })?;
-                    // A file of a batch not (yet) committed was never announced:
-                    // its events are the batch's commit to record. Only files in a
-                    // batch pay this read.
-                    let announced = match &batch {
-                        None => true,
-                        Some(batch) => batches::announces(conn, batch)?,
+        let transition = self.retrying(|conn| {
+            conn.transaction::<_, StoreError, _>(|conn| {
+                // Read the current status after taking the row's write lock (the UPDATE
+                // comes first), so the event matches the status actually left.
+                let now = now_micros();
+                for &previous in from {
+                    let uploaded_at = if to == FileStatus::Uploaded {
+                        Some(now.naive_utc())
+                    } else {
+                        None
                     };
-                    if let Some(kind) = event(previous).filter(|_| announced) {
-                        self.record_event(conn, kind, &file, now)?;
+                    let target = files::table
+                        .filter(files::id.eq(&id))
+                        .filter(files::status.eq(previous.as_str()));
+                    let changed = if to == FileStatus::Uploaded {
+                        diesel::update(target)
+                            .set((
+                                files::status.eq(to.as_str()),
+                                files::updated_at.eq(now.naive_utc()),
+                                files::uploaded_at.eq(uploaded_at),
+                            ))
+                            .execute(conn)?
+                    } else {
+                        diesel::update(target)
+                            .set((
+                                files::status.eq(to.as_str()),
+                                files::updated_at.eq(now.naive_utc()),
+                                // A new status starts without a lease (a `verifying`
+                                // file is claimed by the verifier at once).
+                                files::reconcile_after.eq(None::<chrono::NaiveDateTime>),
+                            ))
+                            .execute(conn)?
+                    };
+                    if changed == 1 {
+                        if matches!(to, FileStatus::Deleted | FileStatus::Rejected) {
+                            // Its upload URL may still be used: the key is swept once
+                            // that URL has expired (see `ClaimTombstones`).
+                            diesel::update(
+                                files::table
+                                    .filter(files::id.eq(&id))
+                                    .filter(files::upload_expires_at.gt(now.naive_utc())),
+                            )
+                            .set(files::sweep_after.eq(files::upload_expires_at.nullable()))
+                            .execute(conn)?;
+                        }
+                        let (file, batch) = load_in_batch(conn, &id)?.ok_or_else(|| {
+                            StoreError::Internal(format!("file {id} vanished inside a transaction"))
+                        })?;
+                        // A file of a batch not (yet) committed was never announced:
+                        // its events are the batch's commit to record. Only files in a
+                        // batch pay this read.
+                        let announced = match &batch {
+                            None => true,
+                            Some(batch) => batches::announces(conn, batch)?,
+                        };
+                        if let Some(kind) = event(previous).filter(|_| announced) {
+                            self.record_event(conn, kind, &file, now)?;
+                        }
+                        usage::on_transition(conn, &file, previous, to)?;
+                        if to == FileStatus::Deleted {
+                            // A deleted file can no longer be offered: its transfers end
+                            // with it, their events in the same transaction.
+                            revoked = transfers::revoke_for_file(conn, &self.events, &id, now)?;
+                        }
+                        return Ok(Transition::Changed(file));
                     }
-                    usage::on_transition(conn, &file, previous, to)?;
-                    if to == FileStatus::Deleted {
-                        // A deleted file can no longer be offered: its transfers end
-                        // with it, their events in the same transaction.
-                        revoked = transfers::revoke_for_file(conn, &self.events, &id, now)?;
-                    }
-                    return Ok(Transition::Changed(file));
                 }
-            }
-            Ok(match load(conn, &id)? {
-                None => Transition::NotFound,
-                Some(file) if file.status == to => Transition::Unchanged(file),
-                Some(file) => Transition::Conflict(file),
+                Ok(match load(conn, &id)? {
+                    None => Transition::NotFound,
+                    Some(file) if file.status == to => Transition::Unchanged(file),
+                    Some(file) => Transition::Conflict(file),
+                })
             })
         })?;
         transfers::count_reached(&revoked, TransferState::Revoked);
@@ -192,15 +193,21 @@ impl MetadataStore {
 impl Handler<GetFile> for MetadataStore {
     type Result = Result<Option<File>, StoreError>;
     fn handle(&mut self, msg: GetFile, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
-        load(&mut conn, &msg.0.to_string())
+        let id = msg.0.to_string();
+        self.retrying(|conn| load(conn, &id))
     }
 }
 
 impl Handler<ListFiles> for MetadataStore {
     type Result = Result<Vec<File>, StoreError>;
     fn handle(&mut self, msg: ListFiles, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
+        self.retrying(|conn| list_page(conn, &msg))
+    }
+}
+
+/// One page of files (see [`ListFiles`]).
+fn list_page(conn: &mut DbConnection, msg: &ListFiles) -> Result<Vec<File>, StoreError> {
+    {
         // Built once per backend and loaded through the concrete connection: rows
         // then decode without the multi-backend indirection, which a page of a
         // hundred rows otherwise pays on every column.
@@ -238,7 +245,7 @@ impl Handler<ListFiles> for MetadataStore {
                 )
             }};
         }
-        let rows: Vec<FileRow> = match &mut *conn {
+        let rows: Vec<FileRow> = match conn {
             DbConnection::Postgresql(pg) => page_query!().load(pg)?,
             DbConnection::Sqlite(sqlite) => page_query!().load(sqlite)?,
         };

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use diesel::prelude::*;
 use tokio::sync::oneshot;
 
-use super::db::{DbConnection, DbPool};
+use super::db::{self, DbConnection, DbPool};
 use super::rows::FileRow;
 use super::schema::{batches, files};
 use super::usage::{self, QuotaLimits};
@@ -115,12 +115,24 @@ fn write_groups(pool: &DbPool, schema: &Schema, shard: i16, jobs: &Mutex<Receive
 }
 
 fn commit(pool: &DbPool, schema: &Schema, shard: i16, group: Vec<Job>) {
+    let losses = db::connection_losses();
     let mut conn = match connection(pool, schema) {
         Ok(conn) => conn,
         Err(e) => return answer_all(group, &e),
     };
     metrics::record_group_commit(group.len());
-    match conn.transaction(|c| insert_group(c, shard, &group)) {
+    let mut result = conn.transaction(|c| insert_group(c, shard, &group));
+    if matches!(result, Err(StoreError::Unavailable(_))) && db::connection_losses() != losses {
+        // The server had dropped the connection (a failover): once more on a
+        // probed one. Were the lost commit to have landed after all, the rows'
+        // ids refuse a second insert, so nothing is recorded twice.
+        conn = match connection(pool, schema) {
+            Ok(conn) => conn,
+            Err(e) => return answer_all(group, &e),
+        };
+        result = conn.transaction(|c| insert_group(c, shard, &group));
+    }
+    match result {
         Ok(outcomes) => answer(group, outcomes),
         Err(e) if group.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
             answer_all(group, &e)

@@ -726,7 +726,7 @@ impl Handler<GetJobLog> for MetadataStore {
             .filter(job_log::job_id.eq(msg.0.to_string()))
             .order(job_log::id.asc())
             .select((job_log::at, job_log::line))
-            .load(&mut conn)?;
+            .load(&mut *conn)?;
         Ok(lines
             .into_iter()
             .map(|(at, line)| (utc(at), line))
@@ -879,14 +879,14 @@ impl Handler<RenewJob> for MetadataStore {
                     jobs::lease_until.eq(until),
                     jobs::updated_at.eq(now.naive_utc()),
                 ))
-                .execute(&mut conn)?,
+                .execute(&mut *conn)?,
             None => diesel::update(held)
                 .set((
                     jobs::bytes_done.eq(done),
                     jobs::lease_until.eq(until),
                     jobs::updated_at.eq(now.naive_utc()),
                 ))
-                .execute(&mut conn)?,
+                .execute(&mut *conn)?,
         };
         if changed == 0 {
             return Ok(Renewal::Lost);
@@ -894,7 +894,7 @@ impl Handler<RenewJob> for MetadataStore {
         let (kind, cancel_requested): (String, bool) = jobs::table
             .filter(jobs::id.eq(&id))
             .select((jobs::kind, jobs::cancel_requested))
-            .first(&mut conn)?;
+            .first(&mut *conn)?;
         if let (Some(state), Ok(kind)) = (msg.state, kind.parse::<JobKind>()) {
             metrics::record_job(kind.as_str(), state.as_str());
         }
@@ -1067,7 +1067,7 @@ impl Handler<MovedSourceSettled> for MetadataStore {
         let mut conn = self.conn()?;
         diesel::update(jobs::table.filter(jobs::id.eq(msg.0.to_string())))
             .set(jobs::source_delete_after.eq(None::<NaiveDateTime>))
-            .execute(&mut conn)?;
+            .execute(&mut *conn)?;
         Ok(())
     }
 }
@@ -1082,7 +1082,7 @@ impl Handler<CountJobs> for MetadataStore {
             .filter(jobs::state.eq_any(UNFINISHED))
             .group_by((jobs::kind, jobs::state))
             .select((jobs::kind, jobs::state, diesel::dsl::count_star()))
-            .load(&mut conn)?;
+            .load(&mut *conn)?;
         Ok(counts
             .into_iter()
             .filter_map(|(kind, state, n)| Some((kind.parse().ok()?, state.parse().ok()?, n)))

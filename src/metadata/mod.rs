@@ -127,17 +127,49 @@ impl MetadataStore {
     fn conn(&self) -> Result<PooledConnection, StoreError> {
         connection(&self.pool, &self.schema)
     }
+
+    /// Runs `work` on a connection; when that connection turns out to have been
+    /// dropped by the server (a failover, a restart), runs it once more on a
+    /// probed one. Only for work that is safe to repeat: reads, and the guarded
+    /// status changes (a repeat of one that did commit finds it done).
+    fn retrying<T>(
+        &self,
+        mut work: impl FnMut(&mut DbConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let losses = db::connection_losses();
+        match work(&mut *self.conn()?) {
+            Err(StoreError::Unavailable(_)) if db::connection_losses() != losses => {
+                work(&mut *self.conn()?)
+            }
+            result => result,
+        }
+    }
 }
 
-type PooledConnection = r2d2::PooledConnection<db::ConnectionManager>;
+/// A connection checked out of the pool: `&mut *conn` is the [`DbConnection`].
+struct PooledConnection(r2d2::PooledConnection<db::ConnectionManager>);
+
+impl std::ops::Deref for PooledConnection {
+    type Target = DbConnection;
+    fn deref(&self) -> &DbConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.0
+    }
+}
 
 /// A connection from `pool`, with the schema brought up to date on first contact.
 fn connection(pool: &DbPool, schema: &Schema) -> Result<PooledConnection, StoreError> {
     let started = Instant::now();
     let result = pool.get();
     metrics::record_pool(pool.state(), pool.max_size(), started.elapsed());
-    let mut conn =
-        result.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+    let mut conn = PooledConnection(
+        result.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?,
+    );
     schema.ensure(&mut conn)?;
     Ok(conn)
 }
@@ -163,21 +195,30 @@ pub enum StoreError {
 impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
         use diesel::result::DatabaseErrorKind as Kind;
+        // The server going away mid-statement is an outage to retry, not a bug;
+        // the pool probes every connection it handed out before it.
+        let lost = |e: &DieselError| {
+            db::note_connection_lost();
+            StoreError::Unavailable(e.to_string())
+        };
         match &e {
-            DieselError::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, _)
-            | DieselError::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
-            // The server going away mid-statement, or a statement over its time
-            // budget, is an outage to retry, not a bug.
+            DieselError::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, _) => {
+                lost(&e)
+            }
+            DieselError::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
             DieselError::DatabaseError(_, info)
                 if [
                     "terminating connection",
                     "server closed the connection",
-                    "statement timeout",
                     "connection to server",
                 ]
                 .iter()
                 .any(|m| info.message().contains(m)) =>
             {
+                lost(&e)
+            }
+            // A statement over its time budget: an outage too.
+            DieselError::DatabaseError(_, info) if info.message().contains("statement timeout") => {
                 StoreError::Unavailable(e.to_string())
             }
             _ => StoreError::Internal(e.to_string()),
@@ -278,7 +319,7 @@ impl MetadataStore {
     /// Connects (applying pending migrations) and runs a trivial query.
     pub fn check(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn)?;
+        diesel::sql_query("SELECT 1").execute(&mut *conn)?;
         Ok(())
     }
 }

@@ -126,7 +126,7 @@ impl Handler<MarkPublished> for MetadataStore {
                 outbox::attempts.eq(outbox::attempts + 1),
                 outbox::last_error.eq(None::<String>),
             ))
-            .execute(&mut conn)?;
+            .execute(&mut *conn)?;
         Ok(())
     }
 }
@@ -177,10 +177,10 @@ impl Handler<OutboxBacklog> for MetadataStore {
     fn handle(&mut self, _: OutboxBacklog, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.conn()?;
         let waiting = outbox::table.filter(outbox::published_at.is_null());
-        let count: i64 = waiting.count().get_result(&mut conn)?;
+        let count: i64 = waiting.count().get_result(&mut *conn)?;
         let oldest: Option<NaiveDateTime> = waiting
             .select(diesel::dsl::min(outbox::created_at))
-            .first(&mut conn)?;
+            .first(&mut *conn)?;
         Ok((count, oldest.map(|t| t.and_utc())))
     }
 }
@@ -207,6 +207,6 @@ impl Handler<ListOutbox> for MetadataStore {
         if !msg.include_published {
             query = query.filter(outbox::published_at.is_null());
         }
-        Ok(query.load(&mut conn)?)
+        Ok(query.load(&mut *conn)?)
     }
 }

@@ -105,7 +105,7 @@ impl Handler<GetPartHashes> for MetadataStore {
         let rows: Vec<(i32, String)> = file_parts::table
             .select((file_parts::number, file_parts::sha256))
             .filter(file_parts::file_id.eq(msg.0.to_string()))
-            .load(&mut conn)?;
+            .load(&mut *conn)?;
         rows.into_iter()
             .map(|(number, hex)| {
                 let digest = Sha256::parse_hex(&hex).map_err(|_| {
@@ -174,7 +174,7 @@ impl Handler<ExtendLease> for MetadataStore {
                 .filter(files::status.eq(FileStatus::Verifying.as_str())),
         )
         .set(files::reconcile_after.eq(until))
-        .execute(&mut conn)?;
+        .execute(&mut *conn)?;
         Ok(())
     }
 }

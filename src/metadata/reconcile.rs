@@ -159,7 +159,7 @@ impl Handler<ExpireMany> for MetadataStore {
                 files::updated_at.eq(now.naive_utc()),
             ));
             // RETURNING needs the concrete backend.
-            let rows: Vec<FileRow> = match &mut **conn {
+            let rows: Vec<FileRow> = match &mut *conn {
                 DbConnection::Postgresql(pg) => {
                     expire.returning(FileRow::as_returning()).get_results(pg)?
                 }
@@ -231,7 +231,7 @@ impl Handler<TombstonesSwept> for MetadataStore {
         let mut conn = self.conn()?;
         diesel::update(files::table.filter(files::id.eq_any(&ids)))
             .set(files::sweep_after.eq(None::<chrono::NaiveDateTime>))
-            .execute(&mut conn)?;
+            .execute(&mut *conn)?;
         Ok(())
     }
 }
@@ -247,7 +247,7 @@ impl Handler<RetentionDue> for MetadataStore {
             .filter(files::uploaded_at.lt(msg.cutoff.naive_utc()))
             .order(files::uploaded_at.asc())
             .limit(msg.limit)
-            .load(&mut conn)?;
+            .load(&mut *conn)?;
         rows.into_iter()
             .map(|r| r.into_file().map_err(StoreError::from))
             .collect()
@@ -278,10 +278,10 @@ impl Handler<PendingBacklog> for MetadataStore {
     fn handle(&mut self, _: PendingBacklog, _: &mut Self::Context) -> Self::Result {
         let mut conn = self.conn()?;
         let pending = files::table.filter(files::status.eq(FileStatus::Pending.as_str()));
-        let count: i64 = pending.count().get_result(&mut conn)?;
+        let count: i64 = pending.count().get_result(&mut *conn)?;
         let oldest: Option<chrono::NaiveDateTime> = pending
             .select(diesel::dsl::min(files::created_at))
-            .first(&mut conn)?;
+            .first(&mut *conn)?;
         Ok((count, oldest.map(|t| t.and_utc())))
     }
 }

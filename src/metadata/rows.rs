@@ -115,15 +115,18 @@ impl FileRow {
     }
 
     pub fn into_file(self) -> Result<File, CorruptRow> {
-        let id = self.id.clone();
+        let id = self.id.parse::<FileId>().map_err(|_| CorruptRow {
+            id: self.id.clone(),
+            what: "id".into(),
+        })?;
+        // The id is only formatted when something is wrong (rows come by the hundred).
         let bad = |what: &str| CorruptRow {
-            id: id.clone(),
+            id: id.to_string(),
             what: what.to_owned(),
         };
-        let (tenant_id, device_id) =
-            parse_root(&self.tenant_id, self.device_id.as_deref()).map_err(bad)?;
+        let (tenant_id, device_id) = parse_root(self.tenant_id, self.device_id).map_err(bad)?;
         Ok(File {
-            id: self.id.parse::<FileId>().map_err(|_| bad("id"))?,
+            id,
             tenant_id,
             device_id,
             name: self.name,
@@ -178,8 +181,8 @@ pub(super) fn encode_replicas(replicas: &[Replica]) -> Option<String> {
 /// A row's root columns: its tenant and its device (none for the shared root).
 /// The error names the column that does not decode.
 pub(super) fn parse_root(
-    tenant: &str,
-    device: Option<&str>,
+    tenant: String,
+    device: Option<String>,
 ) -> Result<(TenantId, Option<DeviceId>), &'static str> {
     let tenant = TenantId::parse(tenant).map_err(|_| "tenant_id")?;
     let device = device

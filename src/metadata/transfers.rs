@@ -532,7 +532,7 @@ impl Handler<ListTransfers> for MetadataStore {
                 if let Some(before) = &before {
                     query = query.filter(transfer_recipients::transfer_id.lt(before));
                 }
-                query.load(&mut conn)?
+                query.load(&mut *conn)?
             }
             TransferSide::From(_) | TransferSide::All => {
                 let mut query = transfers::table
@@ -557,7 +557,7 @@ impl Handler<ListTransfers> for MetadataStore {
                 if let Some(before) = &before {
                     query = query.filter(transfers::id.lt(before));
                 }
-                query.load(&mut conn)?
+                query.load(&mut *conn)?
             }
         };
         load_many(&mut conn, &ids)

@@ -351,7 +351,7 @@ impl Handler<GetUsage> for MetadataStore {
             .filter(u::tenant_id.eq(msg.tenant.as_str()))
             .filter(u::device_id.eq(TENANT_TOTAL))
             .select(COUNTER_COLUMNS)
-            .load(&mut conn)?;
+            .load(&mut *conn)?;
         let tenant = tenant_shards.iter().fold(Usage::default(), Usage::plus);
         // The page is chosen by device id, then each device's shards are summed.
         // Boxed queries are built per backend, so the query is written once here.
@@ -382,7 +382,7 @@ impl Handler<GetUsage> for MetadataStore {
             .filter(u::tenant_id.eq(msg.tenant.as_str()))
             .filter(u::device_id.eq_any(&page))
             .select((u::device_id, COUNTER_COLUMNS))
-            .load(&mut conn)?;
+            .load(&mut *conn)?;
         let mut sums: BTreeMap<String, Usage> = BTreeMap::new();
         for (device, usage) in &shards {
             let sum = sums.entry(device.clone()).or_default();

@@ -331,10 +331,16 @@ pub async fn list_files(
     service: web::Data<FileService>,
 ) -> Result<HttpResponse, ApiError> {
     let page = service.list(&who, params.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(FileList {
+    let list = FileList {
         files: page.files,
         next_cursor: page.next_cursor,
-    }))
+    };
+    // A page is mostly strings to escape: the SIMD encoder does that several
+    // times faster than serde_json, for the same JSON.
+    let body = sonic_rs::to_vec(&list).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
 }
 
 problem_responses!(

@@ -73,6 +73,43 @@ async fn listing_pages_newest_first_with_a_cursor() {
 }
 
 #[actix_web::test]
+async fn a_listed_file_reads_exactly_as_get_shows_it() {
+    // Pages have their own JSON encoder: it must write what a single read writes,
+    // escapes and non-ASCII text included.
+    let app = spawn_app().await;
+    let token = app.device_token("acme", "dev-42");
+    let bytes = body_of(33);
+    let created = app
+        .create_ok(
+            &token,
+            &bytes,
+            json!({
+                "name": "q\"uo\\te/é ✓ 😀 </script>",
+                "content_type": "text/plain; charset=\"utf-8\"",
+                "metadata": {"k\"1": "v\\ é\u{2028}", "emoji": "😀", "empty": ""},
+            }),
+        )
+        .await;
+    assert_eq!(
+        app.send_signed(&created["upload"], bytes).await.status(),
+        200
+    );
+    let id = created["file"]["id"].as_str().unwrap();
+    app.complete(&token, id).await;
+    let single = app.get_file(&token, id).await.text().await.unwrap();
+    let page = app.list(&token, "").await;
+    assert_eq!(
+        page.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    let page: Value = page.json().await.unwrap();
+    let listed = page["files"][0].clone();
+    assert_eq!(listed, serde_json::from_str::<Value>(&single).unwrap());
+    assert_eq!(listed["metadata"]["k\"1"], "v\\ é\u{2028}");
+    assert_eq!(listed["status"], "uploaded");
+}
+
+#[actix_web::test]
 async fn a_service_writes_device_and_shared_roots_and_devices_read_shared() {
     let app = spawn_app().await;
     let service = app.service_token("acme", "fleet-manager");

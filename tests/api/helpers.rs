@@ -474,7 +474,7 @@ impl TestApp {
             let pool = db::connect(&url, 1, Duration::from_secs(5)).expect("pool");
             let mut conn = pool.get().expect("connection");
             diesel::sql_query(sql)
-                .execute(&mut *conn)
+                .execute(&mut **conn)
                 .expect("SQL statement");
         })
         .await

@@ -335,7 +335,7 @@ async fn column_of(app: &TestApp, id: &str, column: &str) -> String {
         let row: Value = diesel::sql_query(format!(
             "SELECT {column} AS value FROM files WHERE id = '{id}'"
         ))
-        .get_result(&mut *conn)
+        .get_result(&mut **conn)
         .expect("row");
         row.value
     })
