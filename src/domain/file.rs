@@ -40,8 +40,10 @@ pub struct File {
     /// Caller-supplied string metadata.
     pub metadata: BTreeMap<String, String>,
     /// When the upload was created (RFC 3339, UTC).
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
     /// When the upload was verified; `null` until then.
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
     pub uploaded_at: Option<DateTime<Utc>>,
     /// Verified copies of the object on other backends (made by `copy` jobs).
     pub replicas: Vec<Replica>,
