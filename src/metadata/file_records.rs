@@ -2,18 +2,17 @@
 //! that record their event in the same transaction.
 
 use actix::{Handler, Message};
-use diesel::dsl::sql;
+use diesel::dsl::{exists, not};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
 
 use super::batches;
 use super::db::DbConnection;
 use super::rows::FileRow;
-use super::schema::files;
+use super::schema::{batches as batches_table, files};
 use super::transfers;
 use super::usage;
 use super::{now_micros, MetadataStore, StoreError};
-use crate::domain::{File, FileId, FileStatus, Root, TenantId, TransferState};
+use crate::domain::{BatchState, File, FileId, FileStatus, Root, TenantId, TransferState};
 use crate::events::EventKind;
 
 /// Result of a guarded status change.
@@ -233,16 +232,18 @@ fn list_page(conn: &mut DbConnection, msg: &ListFiles) -> Result<Vec<File>, Stor
                 }
                 // Files of an open batch are the opener's alone until the commit
                 // (an abandoned batch's are being deleted); a file outside any
-                // batch stops at `batch_id IS NULL`.
-                query.filter(
-                    sql::<Bool>(
-                        "(files.batch_id IS NULL OR NOT EXISTS (SELECT 1 FROM batches b \
-                         WHERE b.id = files.batch_id AND (b.state = 'abandoned' \
-                         OR (b.state = 'open' AND b.created_by <> ",
-                    )
-                    .bind::<Text, _>(msg.viewer.clone())
-                    .sql("))))"),
-                )
+                // batch stops at `batch_id IS NULL`. Written in the query DSL, not
+                // as SQL text, so the statement is prepared once per connection.
+                let hidden = batches_table::table
+                    .filter(batches_table::id.nullable().eq(files::batch_id))
+                    .filter(
+                        batches_table::state.eq(BatchState::Abandoned.as_str()).or(
+                            batches_table::state
+                                .eq(BatchState::Open.as_str())
+                                .and(batches_table::created_by.ne(msg.viewer.as_str())),
+                        ),
+                    );
+                query.filter(files::batch_id.is_null().or(not(exists(hidden))))
             }};
         }
         let rows: Vec<FileRow> = match conn {
