@@ -8,7 +8,7 @@ mod file;
 mod ids;
 mod job;
 mod parts;
-pub mod rfc3339;
+mod rfc3339;
 mod stored_names;
 mod text;
 mod transfer;

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use diesel::prelude::*;
 use tokio::sync::oneshot;
 
-use super::db::{self, DbConnection, DbPool};
+use super::db::{DbConnection, DbPool};
 use super::rows::FileRow;
 use super::schema::{batches, files};
 use super::usage::{self, QuotaLimits};
-use super::{connection, Schema, StoreError};
+use super::{connection, retrying, Schema, StoreError};
 use crate::domain::{BatchId, BatchState, File};
 use crate::telemetry::metrics;
 
@@ -115,23 +115,13 @@ fn write_groups(pool: &DbPool, schema: &Schema, shard: i16, jobs: &Mutex<Receive
 }
 
 fn commit(pool: &DbPool, schema: &Schema, shard: i16, group: Vec<Job>) {
-    let losses = db::connection_losses();
-    let mut conn = match connection(pool, schema) {
-        Ok(conn) => conn,
-        Err(e) => return answer_all(group, &e),
-    };
     metrics::record_group_commit(group.len());
-    let mut result = conn.transaction(|c| insert_group(c, shard, &group));
-    if matches!(result, Err(StoreError::Unavailable(_))) && db::connection_losses() != losses {
-        // The server had dropped the connection (a failover): once more on a
-        // probed one. Were the lost commit to have landed after all, the rows'
-        // ids refuse a second insert, so nothing is recorded twice.
-        conn = match connection(pool, schema) {
-            Ok(conn) => conn,
-            Err(e) => return answer_all(group, &e),
-        };
-        result = conn.transaction(|c| insert_group(c, shard, &group));
-    }
+    // Retried once when the server had dropped the connection (a failover): were
+    // the lost commit to have landed after all, the rows' ids refuse a second
+    // insert, so nothing is recorded twice.
+    let result = retrying(pool, schema, |c| {
+        c.transaction(|c| insert_group(c, shard, &group))
+    });
     match result {
         Ok(outcomes) => answer(group, outcomes),
         Err(e) if group.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
@@ -139,6 +129,10 @@ fn commit(pool: &DbPool, schema: &Schema, shard: i16, group: Vec<Job>) {
         }
         // Something in the group was refused: each row alone, each caller its answer.
         Err(_) => {
+            let mut conn = match connection(pool, schema) {
+                Ok(conn) => conn,
+                Err(e) => return answer_all(group, &e),
+            };
             for job in group {
                 let result =
                     conn.transaction(|c| insert_group(c, shard, std::slice::from_ref(&job)));

@@ -128,21 +128,31 @@ impl MetadataStore {
         connection(&self.pool, &self.schema)
     }
 
-    /// Runs `work` on a connection; when that connection turns out to have been
-    /// dropped by the server (a failover, a restart), runs it once more on a
-    /// probed one. Only for work that is safe to repeat: reads, and the guarded
-    /// status changes (a repeat of one that did commit finds it done).
+    /// [`retrying`] on this store's pool.
     fn retrying<T>(
         &self,
-        mut work: impl FnMut(&mut DbConnection) -> Result<T, StoreError>,
+        work: impl FnMut(&mut DbConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let losses = db::connection_losses();
-        match work(&mut *self.conn()?) {
-            Err(StoreError::Unavailable(_)) if db::connection_losses() != losses => {
-                work(&mut *self.conn()?)
-            }
-            result => result,
+        retrying(&self.pool, &self.schema, work)
+    }
+}
+
+/// Runs `work` on a connection from `pool`; when that connection turns out to have
+/// been dropped by the server (a failover, a restart), runs it once more on a
+/// probed one. Only for work that is safe to repeat: reads, the guarded status
+/// changes (a repeat of one that did commit finds it done) and inserts of rows
+/// with fixed ids (a repeat of one that did commit is refused).
+fn retrying<T>(
+    pool: &DbPool,
+    schema: &Schema,
+    mut work: impl FnMut(&mut DbConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let losses = db::connection_losses();
+    match work(&mut *connection(pool, schema)?) {
+        Err(StoreError::Unavailable(_)) if db::connection_losses() != losses => {
+            work(&mut *connection(pool, schema)?)
         }
+        result => result,
     }
 }
 
