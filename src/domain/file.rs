@@ -71,6 +71,64 @@ impl File {
     }
 }
 
+/// A file as a listing shows it: every field [`File`] answers with, none of where
+/// and how its object is written, so a page reads only the columns it shows.
+/// Serialized exactly as `File` is (same fields, same order).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListedFile {
+    /// See [`File::id`].
+    pub id: FileId,
+    /// See [`File::tenant_id`].
+    pub tenant_id: TenantId,
+    /// See [`File::device_id`].
+    pub device_id: Option<DeviceId>,
+    /// See [`File::name`].
+    pub name: String,
+    /// See [`File::size`].
+    pub size: u64,
+    /// See [`File::sha256`].
+    pub sha256: Sha256,
+    /// See [`File::content_type`].
+    pub content_type: String,
+    /// See [`File::status`].
+    pub status: FileStatus,
+    /// See [`File::backend`].
+    pub backend: String,
+    /// See [`File::metadata`].
+    pub metadata: BTreeMap<String, String>,
+    /// See [`File::created_at`].
+    #[serde(serialize_with = "super::rfc3339::serialize")]
+    pub created_at: DateTime<Utc>,
+    /// See [`File::uploaded_at`].
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
+    pub uploaded_at: Option<DateTime<Utc>>,
+    /// See [`File::replicas`].
+    pub replicas: Vec<Replica>,
+    /// See [`File::batch_id`].
+    pub batch_id: Option<BatchId>,
+}
+
+impl From<File> for ListedFile {
+    fn from(file: File) -> Self {
+        Self {
+            id: file.id,
+            tenant_id: file.tenant_id,
+            device_id: file.device_id,
+            name: file.name,
+            size: file.size,
+            sha256: file.sha256,
+            content_type: file.content_type,
+            status: file.status,
+            backend: file.backend,
+            metadata: file.metadata,
+            created_at: file.created_at,
+            uploaded_at: file.uploaded_at,
+            replicas: file.replicas,
+            batch_id: file.batch_id,
+        }
+    }
+}
+
 /// A file's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -355,6 +413,45 @@ pub fn object_key(tenant: &TenantId, root: &Root, id: &FileId) -> ObjectKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_file_serializes_as_the_file_does() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let device = DeviceId::parse("dev-1").unwrap();
+        let id = FileId::new();
+        let created_at = Utc::now();
+        let file = File {
+            object_key: object_key(&tenant, &Root::Device(device.clone()), &id),
+            id,
+            tenant_id: tenant,
+            device_id: Some(device),
+            name: "a \"quoted\" \u{2028} name.bin".into(),
+            size: u64::MAX,
+            sha256: Sha256::digest(b"x"),
+            content_type: "application/octet-stream".into(),
+            status: FileStatus::Uploaded,
+            backend: "local".into(),
+            metadata: BTreeMap::from([("k".into(), "v".into())]),
+            created_at,
+            uploaded_at: Some(created_at),
+            replicas: vec![Replica {
+                backend: "s3".into(),
+                key: "k/1".into(),
+            }],
+            batch_id: Some(BatchId::new()),
+            upload_expires_at: created_at,
+            parts: None,
+        };
+        let listed = ListedFile::from(file.clone());
+        assert_eq!(
+            serde_json::to_string(&listed).unwrap(),
+            serde_json::to_string(&file).unwrap()
+        );
+        assert_eq!(
+            sonic_rs::to_string(&listed).unwrap(),
+            sonic_rs::to_string(&file).unwrap()
+        );
+    }
 
     #[test]
     fn names_refuse_controls_and_extremes() {

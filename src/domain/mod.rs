@@ -23,7 +23,7 @@ pub use completion::{Completed, Completion};
 pub use cursor::{BatchCursor, Cursor, JobCursor, TransferCursor};
 pub use file::{
     declared_sha256_schema, object_key, sha256_schema, ContentType, File, FileMetadata, FileName,
-    FileStatus, MAX_METADATA_BYTES,
+    FileStatus, ListedFile, MAX_METADATA_BYTES,
 };
 pub use ids::{DeviceId, FileId, IdError, ServiceName, TenantId};
 pub use job::{Job, JobGroupId, JobId, JobKind, JobState, Replica};

@@ -2,17 +2,20 @@
 //! that record their event in the same transaction.
 
 use actix::{Handler, Message};
+use diesel::connection::DefaultLoadingMode;
 use diesel::dsl::{exists, not};
 use diesel::prelude::*;
 
 use super::batches;
 use super::db::DbConnection;
-use super::rows::FileRow;
+use super::rows::{FileRow, ListedRow};
 use super::schema::{batches as batches_table, files};
 use super::transfers;
 use super::usage;
 use super::{now_micros, MetadataStore, StoreError};
-use crate::domain::{BatchState, File, FileId, FileStatus, Root, TenantId, TransferState};
+use crate::domain::{
+    BatchState, File, FileId, FileStatus, ListedFile, Root, TenantId, TransferState,
+};
 use crate::events::EventKind;
 
 /// Result of a guarded status change.
@@ -35,7 +38,7 @@ pub struct GetFile(pub FileId);
 
 /// One page of a tenant's files, newest first.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<File>, StoreError>")]
+#[rtype(result = "Result<Vec<ListedFile>, StoreError>")]
 pub struct ListFiles {
     /// Tenant whose files are listed.
     pub tenant: TenantId,
@@ -82,10 +85,12 @@ fn load_in_batch(
     conn: &mut DbConnection,
     id: &str,
 ) -> Result<Option<(File, Option<String>)>, StoreError> {
+    // `get_result`, not `first`: the id is the key, and on SQLite a LIMIT parameter
+    // makes every execution prepare the statement again.
     let row = files::table
         .filter(files::id.eq(id))
         .select(FileRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     match row {
         None => Ok(None),
@@ -198,14 +203,14 @@ impl Handler<GetFile> for MetadataStore {
 }
 
 impl Handler<ListFiles> for MetadataStore {
-    type Result = Result<Vec<File>, StoreError>;
+    type Result = Result<Vec<ListedFile>, StoreError>;
     fn handle(&mut self, msg: ListFiles, _: &mut Self::Context) -> Self::Result {
         self.retrying(|conn| list_page(conn, &msg))
     }
 }
 
 /// One page of files (see [`ListFiles`]).
-fn list_page(conn: &mut DbConnection, msg: &ListFiles) -> Result<Vec<File>, StoreError> {
+fn list_page(conn: &mut DbConnection, msg: &ListFiles) -> Result<Vec<ListedFile>, StoreError> {
     {
         // Built once per backend and loaded through the concrete connection: rows
         // then decode without the multi-backend indirection, which a page of a
@@ -214,9 +219,8 @@ fn list_page(conn: &mut DbConnection, msg: &ListFiles) -> Result<Vec<File>, Stor
             () => {{
                 let mut query = files::table
                     .filter(files::tenant_id.eq(msg.tenant.as_str()))
-                    .select(FileRow::as_select())
+                    .select(ListedRow::as_select())
                     .order(files::id.desc())
-                    .limit(msg.limit)
                     .into_boxed();
                 match &msg.root {
                     Some(Root::Device(d)) => query = query.filter(files::device_id.eq(d.as_str())),
@@ -246,12 +250,19 @@ fn list_page(conn: &mut DbConnection, msg: &ListFiles) -> Result<Vec<File>, Stor
                 query.filter(files::batch_id.is_null().or(not(exists(hidden))))
             }};
         }
-        let rows: Vec<FileRow> = match conn {
-            DbConnection::Postgresql(pg) => page_query!().load(pg)?,
-            DbConnection::Sqlite(sqlite) => page_query!().load(sqlite)?,
+        let rows: Vec<ListedRow> = match conn {
+            DbConnection::Postgresql(pg) => page_query!().limit(msg.limit).load(pg)?,
+            // SQLite plans with the value of a bound LIMIT, so it prepares the
+            // statement again every time the parameter is bound (a sixth of a page's
+            // CPU). Rows are stepped one at a time, so stopping after the page's last
+            // row reads no more than LIMIT would; the plan is the same either way.
+            DbConnection::Sqlite(sqlite) => page_query!()
+                .load_iter::<ListedRow, DefaultLoadingMode>(sqlite)?
+                .take(usize::try_from(msg.limit).unwrap_or(0))
+                .collect::<QueryResult<_>>()?,
         };
         rows.into_iter()
-            .map(|r| r.into_file().map_err(StoreError::from))
+            .map(|r| r.into_listed(&msg.tenant).map_err(StoreError::from))
             .collect()
     }
 }

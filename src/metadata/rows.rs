@@ -2,12 +2,19 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::OnceLock;
+
+use chrono::format::{Item, Parsed, StrftimeItems};
 use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
+use diesel::sql_types::Timestamp;
+use diesel::sqlite::{Sqlite, SqliteValue};
 
 use super::schema::{files, outbox};
 use crate::domain::{
-    DeviceId, File, FileId, FileStatus, ObjectKey, PartPlan, Replica, Sha256, TenantId,
+    DeviceId, File, FileId, FileStatus, ListedFile, ObjectKey, PartPlan, Replica, Sha256, TenantId,
 };
 use valet_backends::UploadId;
 
@@ -33,6 +40,62 @@ pub(super) struct FileRow {
     pub multipart_upload_id: Option<String>,
     pub batch_id: Option<String>,
     pub replicas: Option<String>,
+}
+
+/// The columns a page of files shows (see [`ListedFile`]): a listing reads no
+/// object keys, deadlines or part plans, nor the tenant it asked for.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = files)]
+pub(super) struct ListedRow {
+    pub id: String,
+    pub device_id: Option<String>,
+    pub name: String,
+    pub size: i64,
+    pub sha256: String,
+    pub content_type: String,
+    pub metadata: String,
+    pub status: String,
+    pub backend: String,
+    pub created_at: RowTimestamp,
+    pub uploaded_at: Option<RowTimestamp>,
+    pub batch_id: Option<String>,
+    pub replicas: Option<String>,
+}
+
+/// A timestamp column as a page decodes it. On SQLite, where timestamps are text,
+/// the format valet writes is parsed with items prepared once (diesel's own
+/// decoding parses its format strings for every value, which showed in profiles of
+/// pages); anything else is left to diesel.
+#[derive(Debug, Clone, Copy, FromSqlRow)]
+pub(super) struct RowTimestamp(pub NaiveDateTime);
+
+impl FromSql<Timestamp, Pg> for RowTimestamp {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        <NaiveDateTime as FromSql<Timestamp, Pg>>::from_sql(value).map(Self)
+    }
+}
+
+impl FromSql<Timestamp, Sqlite> for RowTimestamp {
+    fn from_sql(mut value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+        if let Some(at) = parse_written_timestamp(value.read_text()) {
+            return Ok(Self(at));
+        }
+        <NaiveDateTime as FromSql<Timestamp, Sqlite>>::from_sql(value).map(Self)
+    }
+}
+
+/// The format diesel writes SQLite timestamps in (`%F %T%.f`), as parser items
+/// built once.
+fn written_timestamp_items() -> &'static [Item<'static>] {
+    static ITEMS: OnceLock<Vec<Item<'static>>> = OnceLock::new();
+    ITEMS.get_or_init(|| StrftimeItems::new("%F %T%.f").collect())
+}
+
+/// `text` in the format diesel writes SQLite timestamps in, or `None`.
+fn parse_written_timestamp(text: &str) -> Option<NaiveDateTime> {
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text, written_timestamp_items().iter()).ok()?;
+    parsed.to_naive_datetime_with_offset(0).ok()
 }
 
 #[derive(Insertable)]
@@ -138,12 +201,7 @@ impl FileRow {
                 .parse::<FileStatus>()
                 .map_err(|_| bad("status"))?,
             backend: self.backend,
-            metadata: match self.metadata.as_str() {
-                // Most files carry none: skip the parser.
-                "{}" => BTreeMap::new(),
-                json => serde_json::from_str::<BTreeMap<String, String>>(json)
-                    .map_err(|_| bad("metadata"))?,
-            },
+            metadata: decode_metadata(&self.metadata).map_err(|_| bad("metadata"))?,
             created_at: utc(self.created_at),
             uploaded_at: self.uploaded_at.map(utc),
             batch_id: self
@@ -152,10 +210,7 @@ impl FileRow {
                 .map(str::parse)
                 .transpose()
                 .map_err(|_| bad("batch_id"))?,
-            replicas: match &self.replicas {
-                None => Vec::new(),
-                Some(json) => serde_json::from_str(json).map_err(|_| bad("replicas"))?,
-            },
+            replicas: decode_replicas(self.replicas.as_deref()).map_err(|_| bad("replicas"))?,
             object_key: ObjectKey::parse(&self.object_key).map_err(|_| bad("object_key"))?,
             upload_expires_at: utc(self.upload_expires_at),
             parts: match (self.part_size, self.multipart_upload_id) {
@@ -167,6 +222,65 @@ impl FileRow {
                 _ => return Err(bad("part_size without multipart_upload_id")),
             },
         })
+    }
+}
+
+impl ListedRow {
+    /// The listed file, of `tenant` (the one the page was asked for).
+    pub fn into_listed(self, tenant: &TenantId) -> Result<ListedFile, CorruptRow> {
+        let id = self.id.parse::<FileId>().map_err(|_| CorruptRow {
+            id: self.id.clone(),
+            what: "id".into(),
+        })?;
+        let bad = |what: &str| CorruptRow {
+            id: id.to_string(),
+            what: what.to_owned(),
+        };
+        Ok(ListedFile {
+            id,
+            tenant_id: tenant.clone(),
+            device_id: self
+                .device_id
+                .map(DeviceId::parse)
+                .transpose()
+                .map_err(|_| bad("device_id"))?,
+            name: self.name,
+            size: u64::try_from(self.size).map_err(|_| bad("size"))?,
+            sha256: Sha256::parse_hex(&self.sha256).map_err(|_| bad("sha256"))?,
+            content_type: self.content_type,
+            status: self
+                .status
+                .parse::<FileStatus>()
+                .map_err(|_| bad("status"))?,
+            backend: self.backend,
+            metadata: decode_metadata(&self.metadata).map_err(|_| bad("metadata"))?,
+            created_at: utc(self.created_at.0),
+            uploaded_at: self.uploaded_at.map(|t| utc(t.0)),
+            batch_id: self
+                .batch_id
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|_| bad("batch_id"))?,
+            replicas: decode_replicas(self.replicas.as_deref()).map_err(|_| bad("replicas"))?,
+        })
+    }
+}
+
+/// A row's metadata column.
+fn decode_metadata(json: &str) -> serde_json::Result<BTreeMap<String, String>> {
+    match json {
+        // Most files carry none: skip the parser.
+        "{}" => Ok(BTreeMap::new()),
+        json => serde_json::from_str(json),
+    }
+}
+
+/// A row's replicas column (see [`encode_replicas`]).
+fn decode_replicas(json: Option<&str>) -> serde_json::Result<Vec<Replica>> {
+    match json {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json),
     }
 }
 
@@ -194,4 +308,39 @@ pub(super) fn parse_root(
 
 pub(super) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     DateTime::from_naive_utc_and_offset(t, Utc)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    #[test]
+    fn written_timestamps_parse_as_diesel_wrote_them() {
+        let day = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        for micros in [0, 120_000, 123_456, 999_999] {
+            let at = day.and_hms_micro_opt(9, 5, 3, micros).unwrap();
+            // What diesel's SQLite `ToSql` for `NaiveDateTime` writes.
+            let text = at.format("%F %T%.f").to_string();
+            assert_eq!(parse_written_timestamp(&text), Some(at), "{text}");
+        }
+        assert_eq!(
+            parse_written_timestamp("2026-12-07 09:05:03"),
+            day.and_hms_opt(9, 5, 3)
+        );
+    }
+
+    #[test]
+    fn other_timestamp_forms_are_left_to_diesel() {
+        for other in [
+            "2026-12-07T09:05:03Z",
+            "2461381.5",
+            "",
+            "2026-12-07",
+            "garbage",
+        ] {
+            assert_eq!(parse_written_timestamp(other), None, "{other}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use valet_backends::SignedRequest;
 
 use super::docs::problem_responses;
 use super::extract::{CallerThen, FileIdParam, JsonBody};
-use crate::domain::{Completed, File};
+use crate::domain::{Completed, File, ListedFile};
 use crate::problem::ApiError;
 use crate::service::{CreateUpload, FileService, ListRequest, NamedRoot, Upload};
 
@@ -119,7 +119,8 @@ pub struct Verifying {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FileList {
     /// Files, newest first.
-    pub files: Vec<File>,
+    #[schema(value_type = Vec<File>)]
+    pub files: Vec<ListedFile>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! Reading: one file, its signed download, and pages of files.
 
 use super::*;
-use crate::domain::Cursor;
+use crate::domain::{Cursor, ListedFile};
 
 /// Filters of `GET /v1/files`, parsed from the query string.
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -34,7 +34,7 @@ pub(super) fn page_size_schema() -> utoipa::openapi::schema::Object {
 #[derive(Debug, Clone)]
 pub struct Page {
     /// Files, newest first.
-    pub files: Vec<File>,
+    pub files: Vec<ListedFile>,
     /// Cursor for the next page, if there is one.
     pub next_cursor: Option<String>,
 }

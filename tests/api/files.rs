@@ -55,6 +55,13 @@ async fn listing_pages_newest_first_with_a_cursor() {
         }
     }
     assert_eq!(seen, ids);
+    // A page exactly as long as what is left has no cursor; one row shorter has.
+    let whole: Value = app.list(&token, "limit=5").await.json().await.unwrap();
+    assert_eq!(whole["files"].as_array().unwrap().len(), 5);
+    assert!(whole["next_cursor"].is_null(), "{whole}");
+    let short: Value = app.list(&token, "limit=4").await.json().await.unwrap();
+    assert_eq!(short["files"].as_array().unwrap().len(), 4);
+    assert!(short["next_cursor"].is_string(), "{short}");
 
     let pending: Value = app
         .list(&token, "status=pending&limit=1000")
