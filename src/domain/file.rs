@@ -108,23 +108,48 @@ pub struct ListedFile {
     pub batch_id: Option<BatchId>,
 }
 
-impl From<File> for ListedFile {
-    fn from(file: File) -> Self {
+impl File {
+    /// The file a listing shows, with where and how its object is written.
+    pub fn from_listed(
+        listed: ListedFile,
+        object_key: ObjectKey,
+        upload_expires_at: DateTime<Utc>,
+        parts: Option<PartPlan>,
+    ) -> Self {
+        let ListedFile {
+            id,
+            tenant_id,
+            device_id,
+            name,
+            size,
+            sha256,
+            content_type,
+            status,
+            backend,
+            metadata,
+            created_at,
+            uploaded_at,
+            replicas,
+            batch_id,
+        } = listed;
         Self {
-            id: file.id,
-            tenant_id: file.tenant_id,
-            device_id: file.device_id,
-            name: file.name,
-            size: file.size,
-            sha256: file.sha256,
-            content_type: file.content_type,
-            status: file.status,
-            backend: file.backend,
-            metadata: file.metadata,
-            created_at: file.created_at,
-            uploaded_at: file.uploaded_at,
-            replicas: file.replicas,
-            batch_id: file.batch_id,
+            id,
+            tenant_id,
+            device_id,
+            name,
+            size,
+            sha256,
+            content_type,
+            status,
+            backend,
+            metadata,
+            created_at,
+            uploaded_at,
+            replicas,
+            batch_id,
+            object_key,
+            upload_expires_at,
+            parts,
         }
     }
 }
@@ -419,9 +444,9 @@ mod tests {
         let tenant = TenantId::parse("acme").unwrap();
         let device = DeviceId::parse("dev-1").unwrap();
         let id = FileId::new();
+        let key = object_key(&tenant, &Root::Device(device.clone()), &id);
         let created_at = Utc::now();
-        let file = File {
-            object_key: object_key(&tenant, &Root::Device(device.clone()), &id),
+        let listed = ListedFile {
             id,
             tenant_id: tenant,
             device_id: Some(device),
@@ -439,10 +464,8 @@ mod tests {
                 key: "k/1".into(),
             }],
             batch_id: Some(BatchId::new()),
-            upload_expires_at: created_at,
-            parts: None,
         };
-        let listed = ListedFile::from(file.clone());
+        let file = File::from_listed(listed.clone(), key, created_at, None);
         assert_eq!(
             serde_json::to_string(&listed).unwrap(),
             serde_json::to_string(&file).unwrap()

@@ -262,7 +262,7 @@ fn list_page(conn: &mut DbConnection, msg: &ListFiles) -> Result<Vec<ListedFile>
                 .collect::<QueryResult<_>>()?,
         };
         rows.into_iter()
-            .map(|r| r.into_listed(&msg.tenant).map_err(StoreError::from))
+            .map(|r| r.into_listed(msg.tenant.clone()).map_err(StoreError::from))
             .collect()
     }
 }

@@ -178,56 +178,56 @@ impl FileRow {
     }
 
     pub fn into_file(self) -> Result<File, CorruptRow> {
-        let id = self.id.parse::<FileId>().map_err(|_| CorruptRow {
-            id: self.id.clone(),
-            what: "id".into(),
-        })?;
-        // The id is only formatted when something is wrong (rows come by the hundred).
+        let tenant = match TenantId::parse(self.tenant_id) {
+            Ok(tenant) => tenant,
+            Err(_) => {
+                return Err(CorruptRow {
+                    id: self.id,
+                    what: "tenant_id".into(),
+                })
+            }
+        };
+        let shown = ListedRow {
+            id: self.id,
+            device_id: self.device_id,
+            name: self.name,
+            size: self.size,
+            sha256: self.sha256,
+            content_type: self.content_type,
+            metadata: self.metadata,
+            status: self.status,
+            backend: self.backend,
+            created_at: RowTimestamp(self.created_at),
+            uploaded_at: self.uploaded_at.map(RowTimestamp),
+            batch_id: self.batch_id,
+            replicas: self.replicas,
+        }
+        .into_listed(tenant)?;
         let bad = |what: &str| CorruptRow {
-            id: id.to_string(),
+            id: shown.id.to_string(),
             what: what.to_owned(),
         };
-        let (tenant_id, device_id) = parse_root(self.tenant_id, self.device_id).map_err(bad)?;
-        Ok(File {
-            id,
-            tenant_id,
-            device_id,
-            name: self.name,
-            size: u64::try_from(self.size).map_err(|_| bad("size"))?,
-            sha256: Sha256::parse_hex(&self.sha256).map_err(|_| bad("sha256"))?,
-            content_type: self.content_type,
-            status: self
-                .status
-                .parse::<FileStatus>()
-                .map_err(|_| bad("status"))?,
-            backend: self.backend,
-            metadata: decode_metadata(&self.metadata).map_err(|_| bad("metadata"))?,
-            created_at: utc(self.created_at),
-            uploaded_at: self.uploaded_at.map(utc),
-            batch_id: self
-                .batch_id
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|_| bad("batch_id"))?,
-            replicas: decode_replicas(self.replicas.as_deref()).map_err(|_| bad("replicas"))?,
-            object_key: ObjectKey::parse(&self.object_key).map_err(|_| bad("object_key"))?,
-            upload_expires_at: utc(self.upload_expires_at),
-            parts: match (self.part_size, self.multipart_upload_id) {
-                (None, None) => None,
-                (Some(size), Some(upload)) => Some(PartPlan {
-                    part_size: u64::try_from(size).map_err(|_| bad("part_size"))?,
-                    upload_id: UploadId::new(upload),
-                }),
-                _ => return Err(bad("part_size without multipart_upload_id")),
-            },
-        })
+        let object_key = ObjectKey::parse(&self.object_key).map_err(|_| bad("object_key"))?;
+        let parts = match (self.part_size, self.multipart_upload_id) {
+            (None, None) => None,
+            (Some(size), Some(upload)) => Some(PartPlan {
+                part_size: u64::try_from(size).map_err(|_| bad("part_size"))?,
+                upload_id: UploadId::new(upload),
+            }),
+            _ => return Err(bad("part_size without multipart_upload_id")),
+        };
+        Ok(File::from_listed(
+            shown,
+            object_key,
+            utc(self.upload_expires_at),
+            parts,
+        ))
     }
 }
 
 impl ListedRow {
     /// The listed file, of `tenant` (the one the page was asked for).
-    pub fn into_listed(self, tenant: &TenantId) -> Result<ListedFile, CorruptRow> {
+    pub fn into_listed(self, tenant: TenantId) -> Result<ListedFile, CorruptRow> {
         let id = self.id.parse::<FileId>().map_err(|_| CorruptRow {
             id: self.id.clone(),
             what: "id".into(),
@@ -238,7 +238,7 @@ impl ListedRow {
         };
         Ok(ListedFile {
             id,
-            tenant_id: tenant.clone(),
+            tenant_id: tenant,
             device_id: self
                 .device_id
                 .map(DeviceId::parse)
