@@ -1,7 +1,6 @@
 //! Conversions between the domain's `File` and its table row.
 
 use std::collections::BTreeMap;
-
 use std::sync::OnceLock;
 
 use chrono::format::{Item, Parsed, StrftimeItems};
@@ -232,6 +231,7 @@ impl ListedRow {
             id: self.id.clone(),
             what: "id".into(),
         })?;
+        // The id is only formatted when something is wrong (rows come by the hundred).
         let bad = |what: &str| CorruptRow {
             id: id.to_string(),
             what: what.to_owned(),
