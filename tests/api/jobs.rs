@@ -351,19 +351,19 @@ fn files_move_from_local_to_s3_to_azure_and_back_and_copies_become_replicas() {
         assert_eq!(moved["status"], "uploaded");
         assert_eq!(moved["sha256"], file["sha256"]);
         assert_eq!(app.fetch(&device, &id).await, bytes);
+        // The object goes first, then its checksum file: wait for both.
         eventually(
-            "the local source object is deleted",
+            "the local source object and its checksum file are deleted",
             Duration::from_secs(15),
-            async || !on_local.exists(),
+            async || {
+                !on_local.exists()
+                    && app
+                        .stored_objects()
+                        .iter()
+                        .all(|p| !p.to_string_lossy().contains(&id))
+            },
         )
         .await;
-        assert!(
-            app.stored_objects()
-                .iter()
-                .all(|p| !p.to_string_lossy().contains(&id)),
-            "{:?}",
-            app.stored_objects()
-        );
         assert_eq!(
             s3_object(&bucket, key.as_str()).await.as_deref(),
             Some(&bytes[..])
@@ -1430,19 +1430,19 @@ async fn deleting_a_file_removes_its_replicas_too() {
     let on_second = second_root(&app).join(object_key_of(&file).as_str());
     assert!(on_second.is_file());
     assert_eq!(app.delete(&device, &id).await.status().as_u16(), 204);
+    // The object goes first, then its checksum file: wait for both.
     eventually(
         "the replica is removed with its file",
         Duration::from_secs(10),
-        async || !on_second.exists(),
+        async || {
+            !on_second.exists()
+                && app
+                    .stored_objects()
+                    .iter()
+                    .all(|p| !p.to_string_lossy().contains(&id))
+        },
     )
     .await;
-    assert!(
-        app.stored_objects()
-            .iter()
-            .all(|p| !p.to_string_lossy().contains(&id)),
-        "{:?}",
-        app.stored_objects()
-    );
 }
 
 #[actix_web::test]
