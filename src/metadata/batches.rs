@@ -3,14 +3,12 @@
 //! (guarded by `state = 'open'`), so concurrent writers serialize on that row and
 //! exactly one of them changes it.
 
-use std::collections::BTreeMap;
-
 use actix::{Handler, Message};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::db::DbConnection;
-use super::rows::{parse_root, utc, FileRow};
+use super::rows::{decode_metadata, parse_root, utc, FileRow};
 use super::schema::{batches, files};
 use super::{append_outbox, now_micros, MetadataStore, OutboxOrder, StoreError};
 use crate::domain::{Batch, BatchId, BatchState, File, FileId, FileStatus, Root, TenantId};
@@ -134,8 +132,7 @@ impl BatchRow {
             tenant_id,
             device_id,
             name: self.name,
-            metadata: serde_json::from_str::<BTreeMap<String, String>>(&self.metadata)
-                .map_err(|_| bad("metadata"))?,
+            metadata: decode_metadata(&self.metadata).map_err(|_| bad("metadata"))?,
             state: self.state.parse().map_err(|_| bad("state"))?,
             created_at: utc(self.created_at),
             expires_at: utc(self.expires_at),

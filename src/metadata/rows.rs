@@ -267,10 +267,10 @@ impl ListedRow {
     }
 }
 
-/// A row's metadata column.
-fn decode_metadata(json: &str) -> serde_json::Result<BTreeMap<String, String>> {
+/// A row's metadata column (files and batches).
+pub(super) fn decode_metadata(json: &str) -> serde_json::Result<BTreeMap<String, String>> {
     match json {
-        // Most files carry none: skip the parser.
+        // Most rows carry none: skip the parser.
         "{}" => Ok(BTreeMap::new()),
         json => serde_json::from_str(json),
     }
